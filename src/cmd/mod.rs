@@ -1,0 +1,4 @@
+//! One module per subcommand, each with its arguments and one `run`.
+
+pub mod health;
+pub mod serve;

@@ -1,0 +1,165 @@
+//! `logagg serve`: wires the store, the ingest consumer and the HTTP API
+//! together, and owns the shutdown sequence.
+//!
+//! Shutdown, in order: a signal cancels the token; health turns 503 and
+//! `/subscribe` streams end; HTTP stops accepting and finishes in-flight
+//! requests (publishes among them wait for their commit); dropping the last
+//! ingest handle lets the consumer commit what is queued and exit; the store
+//! closes.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ServeConfig;
+use crate::http::{self, AppState};
+use crate::ingest::{Ingest, consumer};
+use crate::metrics::Metrics;
+use crate::store::{SqliteStore, Store};
+
+/// How long shutdown waits for in-flight requests and then for the consumer
+/// before giving up on them. Anything not yet acknowledged is the publisher's
+/// to retry, so giving up loses nothing that was promised.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Runs the server until SIGTERM or SIGINT.
+///
+/// # Errors
+/// When the configuration is invalid, the store cannot be opened or the
+/// address cannot be bound.
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let server = Server::bind(&config).await?;
+    tracing::info!(
+        address = %server.local_addr(),
+        data_dir = %config.data_dir.display(),
+        sync = ?config.sync,
+        "logagg listening"
+    );
+    let token = server.shutdown_token();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received; shutting down");
+        token.cancel();
+    });
+    server.run().await
+}
+
+async fn wait_for_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler only fails outside a runtime");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+/// A bound, ready server: the store is open, the consumer runs, the listener
+/// is bound (so the port is known before [`Server::run`]).
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+    consumer: JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the store, starts the consumer and binds the listener.
+    ///
+    /// # Errors
+    /// See [`run`].
+    pub async fn bind(config: &ServeConfig) -> anyhow::Result<Self> {
+        config.validate().map_err(anyhow::Error::msg)?;
+        let store = SqliteStore::open(&config.data_dir, config.sync).with_context(|| {
+            format!(
+                "opening the store in {} (check --data-dir and its permissions)",
+                config.data_dir.display()
+            )
+        })?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let last_seq = store.last_seq().context("reading the newest seq")?;
+        let (committed_sender, committed) = watch::channel(last_seq);
+        let metrics = Arc::new(Metrics::new());
+        let (ingest, jobs) = Ingest::new(config.queue());
+        let consumer = consumer::spawn(
+            Arc::clone(&store),
+            jobs,
+            config.batch_policy(),
+            committed_sender,
+            Arc::clone(&metrics),
+        )
+        .context("starting the ingest consumer thread")?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {} (is another server using it?)", config.listen))?;
+        let state = AppState::new(store, ingest, config.limits(), metrics, committed);
+        Ok(Self {
+            listener,
+            state,
+            consumer,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has an address")
+    }
+
+    /// Cancelling this token starts the shutdown sequence.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then shuts down in the
+    /// order the module docs give.
+    ///
+    /// # Errors
+    /// When serving fails or the consumer panicked.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            state,
+            consumer,
+        } = self;
+        let token = state.shutdown.clone();
+        let app = http::router(state);
+        let serve = axum::serve(listener, app)
+            .with_graceful_shutdown(token.clone().cancelled_owned())
+            .into_future();
+        let grace_over = async {
+            token.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            result = serve => result.context("serving HTTP")?,
+            () = grace_over => tracing::warn!(
+                grace = ?SHUTDOWN_GRACE,
+                "in-flight requests did not finish in time; they were not acknowledged"
+            ),
+        }
+        // Every ingest handle is gone with the router: the consumer commits
+        // what is left, answers it, and returns.
+        let joined = tokio::task::spawn_blocking(move || consumer.join());
+        match tokio::time::timeout(SHUTDOWN_GRACE, joined).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(_))) => anyhow::bail!("the ingest consumer panicked"),
+            Ok(Err(join_error)) => return Err(join_error).context("joining the ingest consumer"),
+            Err(_) => tracing::warn!("the ingest consumer did not stop in time"),
+        }
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}

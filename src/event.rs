@@ -1,0 +1,517 @@
+//! Events: the wire shape publishers send and the validated domain type the
+//! rest of the system works with.
+//!
+//! Parse, don't validate: [`WireEvent`] is whatever JSON object arrived, with
+//! every field still raw; [`Event::from_wire`] checks each field against the
+//! rules in `DESIGN.md` and reports *every* problem at once, so a publisher can
+//! fix a batch in one round. Nothing past `http/` ever sees an unvalidated
+//! event.
+//!
+//! Fields are kept exactly as sent: the timestamp string is checked but not
+//! rewritten, and the payload stays as the raw JSON text (big integers, key
+//! order and unicode escapes intact).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Limits applied while validating events; configured once in `ServeConfig`.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldLimits {
+    /// Longest `topic`, `event_id` and `source`, in bytes of UTF-8.
+    pub field_bytes_max: usize,
+}
+
+impl Default for FieldLimits {
+    fn default() -> Self {
+        Self {
+            field_bytes_max: 255,
+        }
+    }
+}
+
+/// One event as it arrived: a JSON object whose fields are still raw JSON.
+///
+/// Unknown fields are ignored, as `DESIGN.md` promises.
+#[derive(Debug, Deserialize)]
+pub struct WireEvent<'a> {
+    #[serde(borrow)]
+    topic: Option<&'a RawValue>,
+    #[serde(borrow)]
+    event_id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    timestamp: Option<&'a RawValue>,
+    #[serde(borrow)]
+    source: Option<&'a RawValue>,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+}
+
+/// What is wrong with one field of one event in a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// Position of the event in the request (0-based; for NDJSON, the n-th event).
+    pub index: usize,
+    /// The field, or `None` when the event as a whole is wrong.
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+/// A topic name: 1 to `field_bytes_max` bytes, no whitespace, no control
+/// characters, and neither `*` nor `>` (they are reserved for patterns).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Topic(String);
+
+impl Topic {
+    /// Checks `name` against the topic rules.
+    ///
+    /// # Errors
+    /// A short reason, suitable for a `FieldError` message.
+    pub fn parse(name: String, limits: &FieldLimits) -> Result<Self, String> {
+        Self::check(&name, limits)?;
+        Ok(Self(name))
+    }
+
+    fn check(name: &str, limits: &FieldLimits) -> Result<(), String> {
+        check_length(name, limits)?;
+        match name
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control() || *c == '*' || *c == '>')
+        {
+            Some(c) => Err(format!(
+                "must not contain whitespace, control characters, '*' or '>' (found {c:?})"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An event id: 1 to `field_bytes_max` bytes, no control characters. Unique
+/// within its topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct EventId(String);
+
+impl EventId {
+    /// Checks `id` against the event id rules.
+    ///
+    /// # Errors
+    /// A short reason, suitable for a `FieldError` message.
+    pub fn parse(id: String, limits: &FieldLimits) -> Result<Self, String> {
+        Self::check(&id, limits)?;
+        Ok(Self(id))
+    }
+
+    fn check(id: &str, limits: &FieldLimits) -> Result<(), String> {
+        check_length(id, limits)?;
+        if id.chars().any(char::is_control) {
+            return Err("must not contain control characters".to_owned());
+        }
+        Ok(())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A subscription pattern over dot-separated topic tokens: an exact topic,
+/// `*` for exactly one token, `>` (last only) for one or more trailing
+/// tokens. `auth.*` matches `auth.login` but not `auth` or `auth.a.b`;
+/// `auth.>` matches both `auth.login` and `auth.a.b`; `>` matches everything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPattern {
+    pattern: String,
+    wildcard: bool,
+}
+
+impl TopicPattern {
+    /// Parses a pattern.
+    ///
+    /// # Errors
+    /// A short reason when a token is empty, `>` is not last, a wildcard is
+    /// mixed with other characters in one token, or a character is not
+    /// allowed in topics.
+    pub fn parse(pattern: &str, limits: &FieldLimits) -> Result<Self, String> {
+        check_length(pattern, limits)?;
+        let tokens: Vec<&str> = pattern.split('.').collect();
+        for (i, token) in tokens.iter().enumerate() {
+            match *token {
+                "" => return Err("has an empty token (check the dots)".to_owned()),
+                ">" if i + 1 != tokens.len() => {
+                    return Err("may use '>' only as its last token".to_owned());
+                }
+                "*" | ">" => {}
+                literal => {
+                    if let Some(c) = literal
+                        .chars()
+                        .find(|c| c.is_whitespace() || c.is_control() || *c == '*' || *c == '>')
+                    {
+                        return Err(format!(
+                            "token {literal:?} contains {c:?}; wildcards must be whole tokens"
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            pattern: pattern.to_owned(),
+            wildcard: tokens.iter().any(|t| *t == "*" || *t == ">"),
+        })
+    }
+
+    /// The topic itself when the pattern has no wildcard.
+    pub fn exact(&self) -> Option<&str> {
+        (!self.wildcard).then_some(self.pattern.as_str())
+    }
+
+    pub fn matches(&self, topic: &str) -> bool {
+        if !self.wildcard {
+            return self.pattern == topic;
+        }
+        let mut topic_tokens = topic.split('.');
+        for token in self.pattern.split('.') {
+            match (token, topic_tokens.next()) {
+                (">", Some(_)) => return true,
+                (_, None) => return false,
+                ("*", Some(_)) => {}
+                (literal, Some(actual)) if literal == actual => {}
+                _ => return false,
+            }
+        }
+        topic_tokens.next().is_none()
+    }
+}
+
+impl fmt::Display for TopicPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.pattern)
+    }
+}
+
+/// A validated event, ready for the ingest queue.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub topic: Topic,
+    pub event_id: EventId,
+    /// RFC 3339 / ISO 8601, exactly as sent (checked, never rewritten).
+    pub timestamp: String,
+    pub source: String,
+    /// A JSON object, as the raw text that was sent.
+    pub payload: Box<RawValue>,
+}
+
+impl Event {
+    /// Validates every field of `wire`, the event at position `index`.
+    ///
+    /// # Errors
+    /// Every problem found, one `FieldError` per bad field.
+    pub fn from_wire(
+        wire: &WireEvent<'_>,
+        index: usize,
+        limits: &FieldLimits,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut field = |name: &'static str,
+                         raw: Option<&RawValue>,
+                         check: &dyn Fn(&str) -> Result<(), String>| {
+            string_field(raw)
+                .and_then(|s| check(&s).map(|()| s))
+                .map_err(|message| {
+                    errors.push(FieldError {
+                        index,
+                        field: Some(name),
+                        message,
+                    })
+                })
+                .ok()
+        };
+        let topic = field("topic", wire.topic, &|s| Topic::check(s, limits));
+        let event_id = field("event_id", wire.event_id, &|s| EventId::check(s, limits));
+        let timestamp = field("timestamp", wire.timestamp, &check_timestamp);
+        let source = field("source", wire.source, &|s| check_length(s, limits));
+        let payload = match wire.payload {
+            Some(raw) if raw.get().starts_with('{') => Some(raw.to_owned()),
+            Some(raw) => {
+                errors.push(FieldError {
+                    index,
+                    field: Some("payload"),
+                    message: format!("must be a JSON object, got {}", json_kind(raw)),
+                });
+                None
+            }
+            None => {
+                errors.push(FieldError {
+                    index,
+                    field: Some("payload"),
+                    message: "is required".to_owned(),
+                });
+                None
+            }
+        };
+        match (topic, event_id, timestamp, source, payload) {
+            (Some(topic), Some(event_id), Some(timestamp), Some(source), Some(payload))
+                if errors.is_empty() =>
+            {
+                Ok(Self {
+                    // Both were checked by the closures above.
+                    topic: Topic(topic),
+                    event_id: EventId(event_id),
+                    timestamp,
+                    source,
+                    payload,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+
+    /// Whether `other` carries the same content as `self`: same key and same
+    /// timestamp, source and payload. Payloads that differ only in
+    /// insignificant whitespace or key order count as the same.
+    pub fn same_content(&self, timestamp: &str, source: &str, payload: &str) -> bool {
+        if self.timestamp != timestamp || self.source != source {
+            return false;
+        }
+        if self.payload.get() == payload {
+            return true;
+        }
+        let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
+        match (parse(self.payload.get()), parse(payload)) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+fn string_field(raw: Option<&RawValue>) -> Result<String, String> {
+    let raw = raw.ok_or_else(|| "is required".to_owned())?;
+    if !raw.get().starts_with('"') {
+        return Err(format!("must be a string, got {}", json_kind(raw)));
+    }
+    serde_json::from_str(raw.get()).map_err(|e| format!("is not a valid string: {e}"))
+}
+
+fn check_length(value: &str, limits: &FieldLimits) -> Result<(), String> {
+    match value.len() {
+        0 => Err("must not be empty".to_owned()),
+        n if n > limits.field_bytes_max => Err(format!(
+            "is {n} bytes long; the limit is {} bytes",
+            limits.field_bytes_max
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Accepts RFC 3339 (`2025-10-25T12:30:00Z`, `…+02:00`, fractional seconds)
+/// and the same without an offset, which is taken as UTC.
+fn check_timestamp(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if chrono::DateTime::parse_from_rfc3339(value).is_ok()
+        || chrono::NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "{value:?} is not an RFC 3339 timestamp (expected e.g. 2025-10-25T12:30:00Z)"
+    ))
+}
+
+fn json_kind(raw: &RawValue) -> &'static str {
+    match raw.get().as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+/// The deepest nesting of arrays and objects in `json`, stopping early once it
+/// passes `max`. Runs before any parsing so that a hostile body cannot reach
+/// the parser's recursion limit; strings are skipped so brackets inside them
+/// do not count.
+pub fn nesting_exceeds(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in json {
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(json: &str) -> Result<Event, Vec<FieldError>> {
+        let wire: WireEvent<'_> = serde_json::from_str(json).expect("test JSON is valid");
+        Event::from_wire(&wire, 3, &FieldLimits::default())
+    }
+
+    fn messages(json: &str) -> Vec<(Option<&'static str>, String)> {
+        validate(json)
+            .expect_err("event should be rejected")
+            .into_iter()
+            .map(|e| {
+                assert_eq!(e.index, 3);
+                (e.field, e.message)
+            })
+            .collect()
+    }
+
+    const GOOD: &str = r#"{"topic":"auth.login","event_id":"e1","timestamp":"2025-10-25T12:30:00Z","source":"auth","payload":{"n":12345678901234567890123}}"#;
+
+    #[test]
+    fn valid_event_keeps_fields_as_sent() {
+        let event = validate(GOOD).expect("valid");
+        assert_eq!(event.topic.as_str(), "auth.login");
+        assert_eq!(event.timestamp, "2025-10-25T12:30:00Z");
+        assert_eq!(event.payload.get(), r#"{"n":12345678901234567890123}"#);
+    }
+
+    #[test]
+    fn every_bad_field_is_reported() {
+        let errors = messages(
+            r#"{"topic":"a b","event_id":"","timestamp":"yesterday","source":7,"payload":[1]}"#,
+        );
+        let fields: Vec<_> = errors
+            .iter()
+            .map(|(f, _)| f.expect("field named"))
+            .collect();
+        assert_eq!(
+            fields,
+            ["topic", "event_id", "timestamp", "source", "payload"]
+        );
+    }
+
+    #[test]
+    fn missing_fields_are_required() {
+        let errors = messages("{}");
+        assert_eq!(errors.len(), 5);
+        assert!(errors.iter().all(|(_, m)| m == "is required"), "{errors:?}");
+    }
+
+    #[test]
+    fn topic_rejects_pattern_characters_and_control_characters() {
+        let limits = FieldLimits::default();
+        for bad in ["auth.*", "auth.>", "a\tb", "a\u{7}b", ""] {
+            assert!(Topic::parse(bad.to_owned(), &limits).is_err(), "{bad:?}");
+        }
+        assert!(Topic::parse("auth.login-ok_1".to_owned(), &limits).is_ok());
+    }
+
+    #[test]
+    fn field_length_limit_counts_bytes() {
+        let limits = FieldLimits { field_bytes_max: 4 };
+        assert!(EventId::parse("éé".to_owned(), &limits).is_ok());
+        assert!(EventId::parse("ééé".to_owned(), &limits).is_err());
+    }
+
+    #[test]
+    fn timestamps_with_and_without_offset_are_accepted() {
+        for good in [
+            "2025-10-25T12:30:00Z",
+            "2025-10-25T12:30:00.123456+02:00",
+            "2025-10-25T12:30:00",
+            "2025-10-25T12:30:00.5",
+        ] {
+            assert!(check_timestamp(good).is_ok(), "{good}");
+        }
+        for bad in ["", "2025-10-25", "2025-13-01T00:00:00Z", "12:30", "now"] {
+            assert!(check_timestamp(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn patterns_match_tokens() {
+        let limits = FieldLimits::default();
+        let cases = [
+            ("auth.login", "auth.login", true),
+            ("auth.login", "auth.logout", false),
+            ("auth.*", "auth.login", true),
+            ("auth.*", "auth", false),
+            ("auth.*", "auth.a.b", false),
+            ("auth.>", "auth.login", true),
+            ("auth.>", "auth.a.b", true),
+            ("auth.>", "auth", false),
+            ("auth.>", "authz.x", false),
+            ("*.login", "auth.login", true),
+            ("*.login", "auth.logout", false),
+            (">", "anything.at.all", true),
+            ("*", "one", true),
+            ("*", "one.two", false),
+        ];
+        for (pattern, topic, expected) in cases {
+            let parsed = TopicPattern::parse(pattern, &limits).expect(pattern);
+            assert_eq!(parsed.matches(topic), expected, "{pattern} ~ {topic}");
+        }
+        assert_eq!(
+            TopicPattern::parse("auth.login", &limits)
+                .expect("exact")
+                .exact(),
+            Some("auth.login")
+        );
+    }
+
+    #[test]
+    fn malformed_patterns_are_rejected() {
+        let limits = FieldLimits::default();
+        for bad in [
+            "", "auth.", ".auth", "auth..x", ">.auth", "au*", "a>.b", "a b",
+        ] {
+            assert!(TopicPattern::parse(bad, &limits).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn nesting_is_measured_outside_strings() {
+        assert!(!nesting_exceeds(br#"{"a":{"b":[1]}}"#, 3));
+        assert!(nesting_exceeds(br#"{"a":{"b":[[1]]}}"#, 3));
+        assert!(!nesting_exceeds(br#"{"a":"[[[[[[\"[["}"#, 1));
+    }
+
+    #[test]
+    fn same_content_ignores_payload_formatting_only() {
+        let event = validate(GOOD).expect("valid");
+        let ts = "2025-10-25T12:30:00Z";
+        assert!(event.same_content(ts, "auth", r#"{ "n": 12345678901234567890123 }"#));
+        assert!(!event.same_content(ts, "auth", r#"{"n":1}"#));
+        assert!(!event.same_content(ts, "other", r#"{"n":12345678901234567890123}"#));
+    }
+}

@@ -1,0 +1,271 @@
+//! `ApiError`: every error the HTTP API answers with, rendered as an RFC 9457
+//! `application/problem+json` document, plus the query extractor that rejects
+//! bad query strings in that same shape.
+//!
+//! Each problem has a stable `type` (`urn:logagg:problem:<slug>`) that
+//! clients can match on; `docs/api.md` lists them. Internal errors are logged
+//! here, once, inside the request span; the client gets an opaque 500.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::event::FieldError;
+use crate::ingest::IngestError;
+use crate::store::StoreError;
+
+/// An error answer. Each variant's doc names its status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body or query is not what it claims to be (bad JSON, bad
+    /// gzip, bad UTF-8, bad parameter).
+    #[error("{0}")]
+    BadRequest(String),
+    /// 422: well-formed JSON whose events break the rules; every bad field
+    /// of every event is listed.
+    #[error("{} invalid field(s)", .0.len())]
+    InvalidEvents(Vec<FieldError>),
+    /// 422: a request that is well-formed but cannot be accepted as a whole
+    /// (no events, nested too deep, malformed pattern).
+    #[error("{0}")]
+    Unprocessable(String),
+    /// 404: no such resource.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the path exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 413: the body, decompressed or not, or its event count, is over a limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// 415: a content type or encoding the endpoint does not take.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 503 + `Retry-After`: overloaded or shutting down; retry later.
+    #[error("{detail}")]
+    Unavailable {
+        detail: String,
+        retry_after: Duration,
+    },
+    /// 507: the disk is full; nothing of the request was stored.
+    #[error("the server's disk is full")]
+    DiskFull,
+    /// 500: a bug or an I/O failure; logged, never detailed to the client.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidEvents(_) | Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The problem type's slug and title.
+    fn kind(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::BadRequest(_) => ("bad-request", "Malformed request"),
+            Self::InvalidEvents(_) => ("invalid-events", "Events failed validation"),
+            Self::Unprocessable(_) => ("unprocessable", "Request cannot be processed"),
+            Self::NotFound(_) => ("not-found", "Not found"),
+            Self::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
+            Self::TooLarge(_) => ("too-large", "Request too large"),
+            Self::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported media type"),
+            Self::Unavailable { .. } => ("unavailable", "Service unavailable"),
+            Self::DiskFull => ("disk-full", "Insufficient storage"),
+            Self::Internal(_) => ("internal", "Internal server error"),
+        }
+    }
+}
+
+/// The RFC 9457 document.
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(source) = &self {
+            // Logged once here, inside the request span, with its chain.
+            tracing::error!(
+                error = source.as_ref() as &dyn std::error::Error,
+                "request failed"
+            );
+        }
+        let status = self.status();
+        let (slug, title) = self.kind();
+        let detail = match &self {
+            Self::InvalidEvents(errors) => {
+                let events = {
+                    let mut indexes: Vec<usize> = errors.iter().map(|e| e.index).collect();
+                    indexes.dedup();
+                    indexes.len()
+                };
+                format!(
+                    "{} problem(s) in {events} event(s); nothing of this request was stored",
+                    errors.len()
+                )
+            }
+            other => other.to_string(),
+        };
+        let errors = match &self {
+            Self::InvalidEvents(errors) => Some(errors.as_slice()),
+            _ => None,
+        };
+        let problem = Problem {
+            kind: format!("urn:logagg:problem:{slug}"),
+            title,
+            status: status.as_u16(),
+            detail,
+            errors,
+        };
+        let body = serde_json::to_vec(&problem).expect("problem documents always serialize");
+        let mut response = (
+            status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            )],
+            body,
+        )
+            .into_response();
+        if let Self::Unavailable { retry_after, .. } = &self {
+            let seconds = retry_after.as_secs().max(1);
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::DiskFull => Self::DiskFull,
+            other => Self::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        match error {
+            IngestError::QueueFull(_) => Self::Unavailable {
+                detail: format!("{error}; retry later"),
+                retry_after: Duration::from_secs(1),
+            },
+            IngestError::ShuttingDown => Self::Unavailable {
+                detail: error.to_string(),
+                retry_after: Duration::from_secs(5),
+            },
+            IngestError::TooManyEvents { .. } => Self::TooLarge(error.to_string()),
+            IngestError::Commit(source) => match source.as_ref() {
+                StoreError::DiskFull => Self::DiskFull,
+                _ => Self::Internal(Box::new(IngestError::Commit(source))),
+            },
+        }
+    }
+}
+
+/// `Query<T>` whose rejection is a 400 problem document.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| Self(value))
+            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn render(error: ApiError) -> (StatusCode, Option<HeaderValue>, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body");
+        (
+            status,
+            retry_after,
+            serde_json::from_slice(&body).expect("json"),
+        )
+    }
+
+    #[tokio::test]
+    async fn validation_problem_lists_every_field() {
+        let errors = vec![
+            FieldError {
+                index: 0,
+                field: Some("topic"),
+                message: "is required".into(),
+            },
+            FieldError {
+                index: 2,
+                field: None,
+                message: "must be a JSON object".into(),
+            },
+        ];
+        let (status, _, body) = render(ApiError::InvalidEvents(errors)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(body["type"], "urn:logagg:problem:invalid-events");
+        assert_eq!(body["status"], 422);
+        assert_eq!(body["errors"][1]["index"], 2);
+        assert_eq!(body["errors"][1]["field"], serde_json::Value::Null);
+        assert_eq!(body["errors"][0]["field"], "topic");
+    }
+
+    #[tokio::test]
+    async fn full_queue_is_503_with_retry_after() {
+        let error = ApiError::from(IngestError::QueueFull(Duration::from_millis(500)));
+        let (status, retry_after, body) = render(error).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(retry_after.expect("Retry-After"), "1");
+        assert!(body.get("errors").is_none());
+    }
+
+    #[tokio::test]
+    async fn internal_errors_are_opaque() {
+        let error = ApiError::Internal("secret path /x/y".into());
+        let (status, _, body) = render(error).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!body.to_string().contains("secret"));
+    }
+}

@@ -1,0 +1,82 @@
+//! Operator endpoints: `GET /stats`, `GET /health` and `GET /metrics`.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Serialize;
+
+use super::{ApiError, AppState};
+use crate::store::Counters;
+
+#[derive(Serialize)]
+pub struct Stats {
+    #[serde(flatten)]
+    counters: Counters,
+    /// Topic names, sorted.
+    topics: Vec<String>,
+    uptime_seconds: u64,
+    queue_depth_events: usize,
+    queue_capacity_events: usize,
+    last_seq: u64,
+    subscribers: usize,
+    events_delivered: u64,
+}
+
+/// Counters come from the store (committed with the events, so they agree
+/// with what `/events` shows); the rest is live process state.
+pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
+    let (counters, topics) = state
+        .read(|store| Ok((store.counters()?, store.topics()?)))
+        .await?;
+    Ok(Json(Stats {
+        counters,
+        topics: topics.into_iter().map(|t| t.topic).collect(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        queue_depth_events: state.ingest.depth(),
+        queue_capacity_events: state.ingest.capacity(),
+        last_seq: *state.committed.borrow(),
+        subscribers: state.subscribers.connected(),
+        events_delivered: state.metrics.events_delivered.get(),
+    }))
+}
+
+#[derive(Serialize)]
+pub struct Health {
+    status: &'static str,
+}
+
+/// 200 while the store answers and the consumer runs; 503 once shutdown has
+/// begun or either is gone.
+pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    let unavailable = |detail: &str| ApiError::Unavailable {
+        detail: detail.to_owned(),
+        retry_after: std::time::Duration::from_secs(1),
+    };
+    if state.shutdown.is_cancelled() {
+        return Err(unavailable("server is shutting down"));
+    }
+    if state.ingest.is_closed() {
+        return Err(unavailable("ingest consumer has stopped"));
+    }
+    state.read(|store| store.check()).await?;
+    Ok(Json(Health { status: "ok" }))
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let size = state.read(|store| store.size_bytes()).await?;
+    let metrics = &state.metrics;
+    metrics.store_size.set(size);
+    metrics.queue_depth.set(state.ingest.depth() as i64);
+    metrics
+        .subscribers
+        .set(state.subscribers.connected() as i64);
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.render(),
+    ))
+}

@@ -1,0 +1,179 @@
+//! The ingest queue and its consumer: how a validated request becomes durable.
+//!
+//! # Protocol
+//!
+//! 1. A publish handler calls [`Ingest::submit`] with a request's events. It
+//!    first reserves room for them in the bounded queue (counted in events);
+//!    when no room frees up within `queue_wait`, it fails with
+//!    [`IngestError::QueueFull`] and the client gets 503 + `Retry-After`.
+//! 2. The request travels as one job with a oneshot reply channel.
+//! 3. The [consumer](consumer) (one thread, the only writer) takes every job
+//!    that is waiting, up to the [batch policy](batch), and appends them in one
+//!    store transaction: one commit, one fsync for many requests.
+//! 4. Only after the commit does it answer each job with its [`Receipt`] and
+//!    release the job's room in the queue; then it advances the commit watch
+//!    (the newest committed `seq`) that subscribers follow.
+//!
+//! # Guarantees
+//!
+//! - A `submit` that returns `Ok` means every event of the request is
+//!   committed. An `Err` or a dropped future means nothing is promised: the
+//!   client retries and dedup makes the retry safe.
+//! - A request is never split across transactions.
+//! - Commit order is queue order, so `seq` follows acknowledgement order.
+//!
+//! # Shutdown
+//!
+//! The consumer runs until every [`Ingest`] handle is dropped; it then commits
+//! what is still queued, answers those requests, and exits. `cmd::serve` joins
+//! it before closing the store.
+
+pub mod batch;
+pub mod consumer;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use crate::event::Event;
+use crate::store::{Outcome, StoreError};
+
+/// Queue settings, from `ServeConfig`.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueConfig {
+    /// Events that may wait for or be in a commit at once.
+    pub capacity_events: usize,
+    /// How long a request may wait for room before it gets 503.
+    pub wait: Duration,
+}
+
+/// What a committed request did: the body of a 200 from `POST /publish`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Receipt {
+    pub received: u64,
+    pub unique: u64,
+    /// Events already stored (including conflicts), dropped.
+    pub duplicates: u64,
+    /// Duplicates whose content differed from the stored copy.
+    pub conflicts: u64,
+}
+
+impl Receipt {
+    fn tally(outcomes: &[Outcome]) -> Self {
+        let mut receipt = Self {
+            received: outcomes.len() as u64,
+            ..Self::default()
+        };
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Stored { .. } => receipt.unique += 1,
+                Outcome::Duplicate => receipt.duplicates += 1,
+                Outcome::Conflict => {
+                    receipt.duplicates += 1;
+                    receipt.conflicts += 1;
+                }
+            }
+        }
+        receipt
+    }
+}
+
+/// Why a request was not committed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IngestError {
+    #[error("ingest queue stayed full for {0:?}")]
+    QueueFull(Duration),
+    #[error("request holds {count} events; the queue holds at most {capacity}")]
+    TooManyEvents { count: usize, capacity: usize },
+    #[error("server is shutting down")]
+    ShuttingDown,
+    #[error("commit failed")]
+    Commit(#[source] Arc<StoreError>),
+}
+
+/// One request waiting for its commit.
+pub(crate) struct Job {
+    events: Vec<Event>,
+    reply: oneshot::Sender<Result<Receipt, IngestError>>,
+    /// The request's room in the queue, released when the job is answered.
+    _room: OwnedSemaphorePermit,
+    enqueued: Instant,
+}
+
+/// The handle publish handlers submit to. Cheap to clone; the consumer stops
+/// when the last clone is dropped.
+#[derive(Clone)]
+pub struct Ingest {
+    jobs: mpsc::UnboundedSender<Job>,
+    /// One permit per event of room; the channel itself is unbounded because
+    /// this semaphore bounds it.
+    room: Arc<Semaphore>,
+    config: QueueConfig,
+}
+
+impl Ingest {
+    /// Creates the queue; the receiver goes to [`consumer::spawn`].
+    pub(crate) fn new(config: QueueConfig) -> (Self, mpsc::UnboundedReceiver<Job>) {
+        let (jobs, receiver) = mpsc::unbounded_channel();
+        let ingest = Self {
+            jobs,
+            room: Arc::new(Semaphore::new(config.capacity_events)),
+            config,
+        };
+        (ingest, receiver)
+    }
+
+    /// Queues `events` as one request and resolves once the transaction that
+    /// holds all of them has committed (never before: the answer is a
+    /// durable acknowledgement).
+    ///
+    /// # Errors
+    /// [`IngestError::QueueFull`] when no room frees up within the configured
+    /// wait; [`IngestError::Commit`] when the transaction failed (nothing of
+    /// the request is stored); [`IngestError::ShuttingDown`] when the consumer
+    /// is gone.
+    pub async fn submit(&self, events: Vec<Event>) -> Result<Receipt, IngestError> {
+        let count = events.len();
+        let too_many = IngestError::TooManyEvents {
+            count,
+            capacity: self.config.capacity_events,
+        };
+        if count > self.config.capacity_events {
+            return Err(too_many);
+        }
+        let permits = u32::try_from(count).map_err(|_| too_many)?;
+        let room = tokio::time::timeout(
+            self.config.wait,
+            Arc::clone(&self.room).acquire_many_owned(permits),
+        )
+        .await
+        .map_err(|_| IngestError::QueueFull(self.config.wait))?
+        .map_err(|_| IngestError::ShuttingDown)?;
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            events,
+            reply,
+            _room: room,
+            enqueued: Instant::now(),
+        };
+        self.jobs.send(job).map_err(|_| IngestError::ShuttingDown)?;
+        answer.await.map_err(|_| IngestError::ShuttingDown)?
+    }
+
+    /// Events queued or being committed right now.
+    pub fn depth(&self) -> usize {
+        self.config.capacity_events - self.room.available_permits()
+    }
+
+    /// Whether the consumer has stopped (it only does when shutting down,
+    /// or after a bug made it panic).
+    pub fn is_closed(&self) -> bool {
+        self.jobs.is_closed()
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.config.capacity_events
+    }
+}

@@ -1,0 +1,72 @@
+//! The `logagg` binary: parse the command line, start logging, run the
+//! subcommand, and turn its error into a one-line message and exit code 1.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use logagg::cmd;
+use logagg::config::ServeConfig;
+use tracing_subscriber::EnvFilter;
+
+/// A pub-sub log aggregator with an idempotent consumer: publishers retry,
+/// logagg stores every (topic, event_id) exactly once, durably.
+#[derive(Debug, Parser)]
+#[command(name = "logagg", version)]
+struct Cli {
+    /// Log line format (on stderr). Levels come from RUST_LOG (default: info).
+    #[arg(long, global = true, env = "LOGAGG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the aggregator: HTTP API, ingest consumer and store.
+    Serve(ServeConfig),
+    /// Exit 0 when a server answers /health with 200 (for health checks).
+    Health(cmd::health::HealthArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: starting the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(config) => cmd::serve::run(config).await,
+            Command::Health(args) => cmd::health::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

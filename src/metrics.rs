@@ -1,0 +1,208 @@
+//! Prometheus metrics: every metric the server exports, in one struct.
+//!
+//! Names carry the `logagg_` prefix and their unit; counters end in `_total`.
+//! Labels are bounded: HTTP metrics are labelled by route template (axum's
+//! `MatchedPath`) and status code, never by raw path, topic or id.
+//!
+//! Each server owns its own [`Metrics`] (no global recorder), so several
+//! servers in one test process do not mix their numbers. Gauges that mirror
+//! state owned elsewhere (queue depth, store size, subscribers) are set when
+//! `/metrics` is scraped, not on the hot path.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::ingest::Receipt;
+
+/// Labels of the HTTP request metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route template such as `/events/{topic}/{event_id}`, or `unmatched`.
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+/// All metrics of one server.
+pub struct Metrics {
+    registry: Registry,
+    pub events_received: Counter,
+    pub events_unique: Counter,
+    pub events_duplicate: Counter,
+    pub events_conflict: Counter,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RequestLabels, Histogram>,
+    pub commit_batch_events: Histogram,
+    pub commit_duration: Histogram,
+    pub queue_depth: Gauge,
+    pub store_size: Gauge<u64, AtomicU64>,
+    pub subscribers: Gauge,
+    pub events_delivered: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("logagg");
+        let events_received = Counter::default();
+        let events_unique = Counter::default();
+        let events_duplicate = Counter::default();
+        let events_conflict = Counter::default();
+        registry.register(
+            "events_received",
+            "Events in committed publish requests",
+            events_received.clone(),
+        );
+        registry.register(
+            "events_unique",
+            "Events stored for the first time",
+            events_unique.clone(),
+        );
+        registry.register(
+            "events_duplicate",
+            "Events dropped because their key was already stored",
+            events_duplicate.clone(),
+        );
+        registry.register(
+            "events_conflict",
+            "Duplicates whose content differed from the stored copy",
+            events_conflict.clone(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        // 0.1 ms .. ~3 s: a publish answer is a commit away.
+        let request_duration = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+        });
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from request to response; for POST /publish, to the durable ack",
+            Unit::Seconds,
+            request_duration.clone(),
+        );
+        let commit_batch_events = Histogram::new(exponential_buckets(1.0, 2.0, 16));
+        registry.register(
+            "commit_batch_events",
+            "Events per committed transaction",
+            commit_batch_events.clone(),
+        );
+        let commit_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register_with_unit(
+            "commit_duration",
+            "Time to append and commit one transaction, fsync included",
+            Unit::Seconds,
+            commit_duration.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "queue_depth_events",
+            "Events queued or being committed",
+            queue_depth.clone(),
+        );
+        let store_size = Gauge::<u64, AtomicU64>::default();
+        registry.register_with_unit(
+            "store_size",
+            "Size of the store on disk",
+            Unit::Bytes,
+            store_size.clone(),
+        );
+        let subscribers = Gauge::default();
+        registry.register(
+            "subscribers",
+            "Connected /subscribe streams",
+            subscribers.clone(),
+        );
+        let events_delivered = Counter::default();
+        registry.register(
+            "events_delivered",
+            "Events sent to subscribers",
+            events_delivered.clone(),
+        );
+        Self {
+            registry,
+            events_received,
+            events_unique,
+            events_duplicate,
+            events_conflict,
+            requests,
+            request_duration,
+            commit_batch_events,
+            commit_duration,
+            queue_depth,
+            store_size,
+            subscribers,
+            events_delivered,
+        }
+    }
+
+    /// Records one committed transaction.
+    pub fn record_commit(&self, receipt: &Receipt, duration: Duration) {
+        self.events_received.inc_by(receipt.received);
+        self.events_unique.inc_by(receipt.unique);
+        self.events_duplicate.inc_by(receipt.duplicates);
+        self.events_conflict.inc_by(receipt.conflicts);
+        self.commit_batch_events.observe(receipt.received as f64);
+        self.commit_duration.observe(duration.as_secs_f64());
+    }
+
+    /// The registry in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Middleware: counts and times every routed request by route template,
+/// method and status. Installed with `route_layer`, so only matched routes
+/// are counted and the route label stays bounded.
+pub async fn track_requests(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    }
+    .to_owned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let labels = RequestLabels {
+        route,
+        method,
+        status: response.status().as_u16(),
+    };
+    metrics.requests.get_or_create(&labels).inc();
+    metrics
+        .request_duration
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
