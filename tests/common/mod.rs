@@ -1,0 +1,307 @@
+//! Test harness shared by the integration test binaries.
+//!
+//! [`TestApp`] starts a real server in-process on `127.0.0.1:0` with its own
+//! temporary data directory; [`ChildServer`] runs the built binary as a child
+//! process, for tests that kill or restart it. Every call has a timeout so a
+//! bug fails the test instead of hanging it. Logs stay quiet unless
+//! `TEST_LOG` is set.
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use logagg::cmd::serve::Server;
+use logagg::config::ServeConfig;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Upper bound on any single request a test makes.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+static TRACING: Once = Once::new();
+
+fn init_tracing() {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "debug".into()),
+                )
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+/// An HTTP client for one server, with a method per endpoint.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .expect("building a reqwest client"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POST /publish with a JSON body (one event or an array).
+    pub async fn publish(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/publish"))
+            .json(body)
+            .send()
+            .await
+            .expect("POST /publish")
+    }
+
+    /// POST /publish with raw bytes and a content type.
+    pub async fn publish_raw(
+        &self,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.http
+            .post(self.url("/publish"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("POST /publish")
+    }
+
+    /// POST /publish and return the 200 receipt.
+    pub async fn publish_ok(&self, body: &Value) -> Value {
+        let response = self.publish(body).await;
+        let status = response.status();
+        let text = response.text().await.expect("publish body");
+        assert_eq!(status, 200, "publish failed: {text}");
+        serde_json::from_str(&text).expect("receipt is JSON")
+    }
+
+    /// GET a path and return status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    pub async fn stats(&self) -> Value {
+        let (status, body) = self.get("/stats").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Every stored event, following `next_after` through all pages.
+    pub async fn all_events(&self, topic: Option<&str>) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let mut path = format!("/events?limit=10000&after={after}");
+            if let Some(topic) = topic {
+                path.push_str(&format!("&topic={topic}"));
+            }
+            let (status, body) = self.get(&path).await;
+            assert_eq!(status, 200, "{body}");
+            let page = body["events"].as_array().expect("events array").clone();
+            events.extend(page);
+            match body["next_after"].as_u64() {
+                Some(next) => after = next,
+                None => return events,
+            }
+        }
+    }
+}
+
+/// A valid event.
+pub fn event(topic: &str, event_id: &str) -> Value {
+    json!({
+        "topic": topic,
+        "event_id": event_id,
+        "timestamp": "2025-10-25T12:30:00Z",
+        "source": "test",
+        "payload": {"id": event_id},
+    })
+}
+
+/// A server running in this process.
+pub struct TestApp {
+    pub api: Api,
+    pub addr: SocketAddr,
+    pub config: ServeConfig,
+    /// Kept alive for the server's lifetime unless the test passes its own.
+    _dir: Option<tempfile::TempDir>,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    /// A fresh server with the test configuration.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A fresh server whose test configuration `adjust` may change.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut ServeConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = ServeConfig::for_tests(dir.path().to_path_buf());
+        adjust(&mut config);
+        Self::start(config, Some(dir)).await
+    }
+
+    async fn start(config: ServeConfig, dir: Option<tempfile::TempDir>) -> Self {
+        init_tracing();
+        let server = Server::bind(&config).await.expect("server binds");
+        let addr = server.local_addr();
+        let shutdown = server.shutdown_token();
+        let task = tokio::spawn(server.run());
+        Self {
+            api: Api::new(addr),
+            addr,
+            config,
+            _dir: dir,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// Graceful shutdown, as on SIGTERM; waits until it has completed.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(30), task)
+                .await
+                .expect("shutdown finishes in time")
+                .expect("server task did not panic")
+                .expect("server shut down cleanly");
+        }
+    }
+
+    /// Stops the server and starts a new one on the same data directory
+    /// (and a new port).
+    pub async fn restart(mut self) -> Self {
+        self.stop().await;
+        let mut config = self.config.clone();
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::start(config, self._dir.take()).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The built `logagg` binary running `serve` as a child process.
+pub struct ChildServer {
+    pub child: Child,
+    pub api: Api,
+    pub data_dir: PathBuf,
+}
+
+impl ChildServer {
+    /// Starts `logagg serve` on a free loopback port and waits for /health.
+    pub async fn start(data_dir: &Path) -> Self {
+        let port = free_port();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(env!("CARGO_BIN_EXE_logagg"))
+            .arg("serve")
+            .env("LOGAGG_LISTEN", addr.to_string())
+            .env("LOGAGG_DATA_DIR", data_dir)
+            .env(
+                "RUST_LOG",
+                if std::env::var_os("TEST_LOG").is_some() {
+                    "debug"
+                } else {
+                    "warn"
+                },
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawning logagg serve");
+        let server = Self {
+            child,
+            api: Api::new(addr),
+            data_dir: data_dir.to_path_buf(),
+        };
+        server.wait_healthy().await;
+        server
+    }
+
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = self.api.http.get(self.api.url("/health")).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "server did not become healthy");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") and waits for the process to exit.
+    pub async fn signal_and_wait(mut self, signal: &str) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("waiting for child") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after {signal}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port that was free a moment ago (the child binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("binding an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}

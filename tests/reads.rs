@@ -1,0 +1,181 @@
+//! Reads: `/events` paging and fidelity, `/events/{topic}/{id}`, `/topics`,
+//! `/health`, `/metrics`.
+
+mod common;
+
+use common::{TestApp, event};
+use serde_json::json;
+
+#[tokio::test]
+async fn stored_event_comes_back_exactly_as_sent() {
+    let app = TestApp::spawn().await;
+    let payload = r#"{"big":123456789012345678901234567890,"text":"日本語 🎉","nested":{"a":[1,2.5,null,true]}}"#;
+    let body = format!(
+        r#"{{"topic":"auth.login","event_id":"ünï-1","timestamp":"2025-10-25T12:30:00.123456789+05:30","source":"auth-svc","payload":{payload},"ignored_extra":1}}"#
+    );
+    let response = app.api.publish_raw("application/json", body).await;
+    assert_eq!(response.status(), 200);
+
+    let (status, stored) = app.api.get("/events/auth.login/%C3%BCn%C3%AF-1").await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["topic"], "auth.login");
+    assert_eq!(stored["event_id"], "ünï-1");
+    assert_eq!(stored["timestamp"], "2025-10-25T12:30:00.123456789+05:30");
+    assert_eq!(stored["source"], "auth-svc");
+    assert_eq!(stored["seq"], 1);
+    assert!(
+        stored["received_at"]
+            .as_str()
+            .expect("received_at")
+            .ends_with('Z')
+    );
+    assert!(stored.get("ignored_extra").is_none());
+    // The payload comes back byte for byte: the big integer is not rounded.
+    let text = app
+        .api
+        .http
+        .get(app.api.url("/events?topic=auth.login"))
+        .send()
+        .await
+        .expect("GET /events")
+        .text()
+        .await
+        .expect("body");
+    assert!(text.contains(&format!(r#""payload":{payload}"#)), "{text}");
+}
+
+#[tokio::test]
+async fn events_page_in_seq_order_with_a_cursor() {
+    let app = TestApp::spawn().await;
+    let batch: Vec<_> = (0..25)
+        .map(|i| event(if i % 2 == 0 { "even" } else { "odd" }, &i.to_string()))
+        .collect();
+    app.api.publish_ok(&json!(batch)).await;
+
+    let (_, first) = app.api.get("/events?limit=10").await;
+    let seqs: Vec<u64> = first["events"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+    assert_eq!(first["next_after"], 10);
+
+    let (_, last) = app.api.get("/events?limit=10&after=20").await;
+    assert_eq!(last["events"].as_array().expect("array").len(), 5);
+    assert_eq!(last["next_after"], json!(null));
+
+    let even = app.api.all_events(Some("even")).await;
+    assert_eq!(even.len(), 13);
+    assert!(even.iter().all(|e| e["topic"] == "even"));
+    assert!(
+        even.windows(2)
+            .all(|w| w[0]["seq"].as_u64() < w[1]["seq"].as_u64())
+    );
+}
+
+#[tokio::test]
+async fn page_limits_are_enforced() {
+    let app = TestApp::spawn().await;
+    for bad in [
+        "/events?limit=0",
+        "/events?limit=10001",
+        "/events?after=-1",
+        "/events?limit=x",
+        "/events?topic=a%20b",
+    ] {
+        let (status, body) = app.api.get(bad).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["status"], 400, "{bad}: problem document");
+    }
+    let (status, body) = app.api.get("/events").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, json!({"events": [], "next_after": null}));
+}
+
+#[tokio::test]
+async fn missing_event_is_404_problem() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app.api.get("/events/nope/nope").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["type"], "urn:logagg:problem:not-found");
+}
+
+#[tokio::test]
+async fn topics_count_stored_events_only() {
+    let app = TestApp::spawn().await;
+    app.api
+        .publish_ok(&json!([
+            event("a", "1"),
+            event("a", "2"),
+            event("a", "1"),
+            event("b", "1")
+        ]))
+        .await;
+    let (status, body) = app.api.get("/topics").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({"topics": [
+            {"topic": "a", "events": 2, "last_seq": 2},
+            {"topic": "b", "events": 1, "last_seq": 3},
+        ]})
+    );
+}
+
+#[tokio::test]
+async fn health_is_ok_while_running() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app.api.get("/health").await;
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+}
+
+#[tokio::test]
+async fn metrics_parse_as_prometheus_text_and_count_events() {
+    let app = TestApp::spawn().await;
+    app.api
+        .publish_ok(&json!([event("a", "1"), event("a", "1"), event("a", "2")]))
+        .await;
+    let _ = app.api.get("/events/a/missing").await;
+    let response = app
+        .api
+        .http
+        .get(app.api.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.expect("body");
+
+    let mut samples = std::collections::HashMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("sample line {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("numeric value in {line:?}"));
+        assert!(name.starts_with("logagg_"), "unprefixed metric {name}");
+        samples.insert(name.to_owned(), value);
+    }
+    assert!(text.trim_end().ends_with("# EOF"));
+    assert_eq!(samples["logagg_events_received_total"], 3.0);
+    assert_eq!(samples["logagg_events_unique_total"], 2.0);
+    assert_eq!(samples["logagg_events_duplicate_total"], 1.0);
+    assert_eq!(
+        samples[r#"logagg_http_requests_total{route="/publish",method="POST",status="200"}"#],
+        1.0
+    );
+    assert_eq!(
+        samples[r#"logagg_http_requests_total{route="/events/{topic}/{event_id}",method="GET",status="404"}"#],
+        1.0
+    );
+    assert_eq!(samples["logagg_commit_batch_events_count"], 1.0);
+    assert!(samples["logagg_store_size_bytes"] > 0.0);
+    assert_eq!(samples["logagg_queue_depth_events"], 0.0);
+    assert!(!text.contains("missing"), "ids must never become labels");
+}
