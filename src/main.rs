@@ -31,6 +31,9 @@ enum LogFormat {
 enum Command {
     /// Run the aggregator: HTTP API, ingest consumer and store.
     Serve(ServeConfig),
+    /// Publish NDJSON events from files or stdin, or a synthetic load, with
+    /// retries; print a summary.
+    Publish(cmd::publish::PublishArgs),
     /// Follow a topic pattern live, printing events as NDJSON on stdout.
     Subscribe(cmd::subscribe::SubscribeArgs),
     /// Exit 0 when a server answers /health with 200 (for health checks).
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(config) => cmd::serve::run(config).await,
+            Command::Publish(args) => cmd::publish::run(args).await,
             Command::Subscribe(args) => cmd::subscribe::run(args).await,
             Command::Health(args) => cmd::health::run(args).await,
         }

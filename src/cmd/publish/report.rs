@@ -1,0 +1,287 @@
+//! What a run tells its user: the running [`Tally`], the progress shown while
+//! it runs, and the [`Summary`] at the end (text, or one JSON object).
+//!
+//! Progress goes to stderr: a bar when stderr is a terminal, otherwise a
+//! plain line every few seconds. The summary goes to stdout.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use super::sender::{Delivery, Receipt};
+
+/// How often the bar is redrawn.
+pub(crate) const PROGRESS_TICK: Duration = Duration::from_millis(250);
+
+/// How often a plain progress line is printed when stderr is not a terminal.
+const PLAIN_LINE_EVERY: Duration = Duration::from_secs(5);
+
+/// Running totals, updated as requests finish.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub requests: u64,
+    /// Events handed to the sender (each counted once, however many tries).
+    pub sent: u64,
+    /// Events the server acknowledged, with its receipts summed.
+    pub acked: Receipt,
+    /// Attempts after the first, over all requests.
+    pub retries: u64,
+    /// Events of requests that failed for good.
+    pub failed: u64,
+    /// See [`Delivery::unanswered_events`].
+    pub unanswered: u64,
+    /// One per acknowledged request: first send to 200.
+    pub latencies: Vec<Duration>,
+}
+
+impl Tally {
+    pub(crate) fn dispatched(&mut self, events: usize) {
+        self.requests += 1;
+        self.sent += events as u64;
+    }
+
+    pub(crate) fn record(&mut self, delivery: &Delivery) {
+        self.retries += u64::from(delivery.attempts - 1);
+        self.unanswered += delivery.unanswered_events;
+        match &delivery.outcome {
+            Ok(acked) => {
+                let receipt = &acked.receipt;
+                self.acked.received += receipt.received;
+                self.acked.unique += receipt.unique;
+                self.acked.duplicates += receipt.duplicates;
+                self.acked.conflicts += receipt.conflicts;
+                self.latencies.push(acked.latency);
+            }
+            Err(_) => self.failed += delivery.request.events as u64,
+        }
+    }
+}
+
+/// The server's counters moving as the acknowledgements say, or not.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Verification {
+    pub ok: bool,
+    /// How far the server's `received`, `unique_processed` and
+    /// `duplicate_dropped` moved during the run.
+    pub received: u64,
+    pub unique_processed: u64,
+    pub duplicate_dropped: u64,
+    /// Empty when `ok`.
+    pub problems: Vec<String>,
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// The end-of-run report; its JSON form is what `--json` prints.
+#[derive(Debug, Serialize)]
+pub(crate) struct Summary {
+    /// Events handed to the server (re-sends of `--generate` included).
+    pub sent: u64,
+    /// Events of the input never sent, because the run stopped early.
+    pub not_sent: u64,
+    pub requests: u64,
+    pub acknowledged: u64,
+    pub unique: u64,
+    pub duplicates: u64,
+    pub conflicts: u64,
+    pub retries: u64,
+    /// Events of requests that failed for good.
+    pub failures: u64,
+    pub elapsed_seconds: f64,
+    /// Acknowledged events per second of the run.
+    pub events_per_second: f64,
+    pub requests_per_second: f64,
+    /// Per acknowledged request, from its first send to its 200.
+    pub latency_ms: Option<Latency>,
+    /// The seed of `--generate`, to reproduce the load.
+    pub seed: Option<u64>,
+    pub verify: Option<Verification>,
+}
+
+impl Summary {
+    pub(crate) fn new(
+        mut tally: Tally,
+        not_sent: u64,
+        elapsed: Duration,
+        seed: Option<u64>,
+        verify: Option<Verification>,
+    ) -> Self {
+        let seconds = elapsed.as_secs_f64().max(f64::EPSILON);
+        Self {
+            sent: tally.sent,
+            not_sent,
+            requests: tally.requests,
+            acknowledged: tally.acked.received,
+            unique: tally.acked.unique,
+            duplicates: tally.acked.duplicates,
+            conflicts: tally.acked.conflicts,
+            retries: tally.retries,
+            failures: tally.failed,
+            elapsed_seconds: round(elapsed.as_secs_f64(), 3),
+            events_per_second: round(tally.acked.received as f64 / seconds, 1),
+            requests_per_second: round(tally.latencies.len() as f64 / seconds, 1),
+            latency_ms: latency(&mut tally.latencies),
+            seed,
+            verify,
+        }
+    }
+
+    /// Prints the summary on stdout: one JSON object, or aligned text.
+    ///
+    /// # Errors
+    /// When stdout cannot be written.
+    pub(crate) fn print(&self, json: bool) -> anyhow::Result<()> {
+        let mut out = std::io::stdout().lock();
+        if json {
+            serde_json::to_writer(&mut out, self).context("writing the summary")?;
+            writeln!(out).context("writing the summary")?;
+        } else {
+            out.write_all(self.to_text().as_bytes())
+                .context("writing the summary")?;
+        }
+        out.flush().context("writing the summary")
+    }
+
+    fn to_text(&self) -> String {
+        let mut lines = vec![
+            format!(
+                "sent          {} events in {} requests",
+                self.sent, self.requests
+            ),
+            format!("acknowledged  {}", self.acknowledged),
+            format!("unique        {}", self.unique),
+            format!(
+                "duplicates    {} ({} with other content)",
+                self.duplicates, self.conflicts
+            ),
+            format!("retries       {}", self.retries),
+            format!("failures      {}", self.failures),
+            format!(
+                "throughput    {:.0} events/s, {:.0} requests/s over {:.2} s",
+                self.events_per_second, self.requests_per_second, self.elapsed_seconds
+            ),
+        ];
+        if self.not_sent > 0 {
+            lines.insert(1, format!("not sent      {}", self.not_sent));
+        }
+        if let Some(latency) = self.latency_ms {
+            lines.push(format!(
+                "latency       p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                latency.p50, latency.p99, latency.max
+            ));
+        }
+        if let Some(seed) = self.seed {
+            lines.push(format!("seed          {seed}"));
+        }
+        if let Some(verify) = &self.verify {
+            let verdict = if verify.ok { "ok" } else { "FAILED" };
+            lines.push(format!(
+                "verify        {verdict}: the server's received +{}, unique_processed +{}, duplicate_dropped +{}",
+                verify.received, verify.unique_processed, verify.duplicate_dropped
+            ));
+        }
+        lines.iter().map(|line| format!("{line}\n")).collect()
+    }
+}
+
+/// Nearest-rank percentiles of `samples` (sorted in place).
+fn latency(samples: &mut [Duration]) -> Option<Latency> {
+    samples.sort_unstable();
+    let max = *samples.last()?;
+    let rank = |quantile: f64| {
+        let index = ((quantile * samples.len() as f64).ceil() as usize).max(1) - 1;
+        samples[index]
+    };
+    let ms = |d: Duration| round(d.as_secs_f64() * 1000.0, 3);
+    Some(Latency {
+        p50: ms(rank(0.50)),
+        p99: ms(rank(0.99)),
+        max: ms(max),
+    })
+}
+
+/// `value` to `decimals` places, so the JSON shows no float noise.
+fn round(value: f64, decimals: i32) -> f64 {
+    let scale = 10_f64.powi(decimals);
+    (value * scale).round() / scale
+}
+
+/// Progress on stderr while the run goes on.
+pub(crate) struct Progress {
+    bar: ProgressBar,
+    started: Instant,
+    last_line: Instant,
+}
+
+impl Progress {
+    /// A bar counting acknowledged events, out of `planned` when known.
+    pub(crate) fn new(planned: Option<u64>) -> Self {
+        let (bar, template) = match planned {
+            Some(total) => (
+                ProgressBar::new(total),
+                "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} acknowledged, {per_sec}, {msg}",
+            ),
+            None => (
+                ProgressBar::new_spinner(),
+                "{spinner} {elapsed_precise} {pos} acknowledged, {per_sec}, {msg}",
+            ),
+        };
+        let style = ProgressStyle::with_template(template)
+            .expect("the template is valid")
+            .progress_chars("=> ");
+        bar.set_style(style);
+        let now = Instant::now();
+        Self {
+            bar,
+            started: now,
+            last_line: now,
+        }
+    }
+
+    /// Shows `tally`: redraws the bar, or prints a plain line when one is due.
+    pub(crate) fn show(&mut self, tally: &Tally) {
+        let acked = tally.acked.received;
+        let message = format!(
+            "{} duplicates, {} retries, {} failed",
+            tally.acked.duplicates, tally.retries, tally.failed
+        );
+        if !self.bar.is_hidden() {
+            self.bar.set_position(acked);
+            self.bar.set_message(message);
+            return;
+        }
+        if self.last_line.elapsed() >= PLAIN_LINE_EVERY {
+            self.last_line = Instant::now();
+            let rate = acked as f64 / self.started.elapsed().as_secs_f64();
+            eprintln!("publish: {acked} events acknowledged ({rate:.0} events/s), {message}");
+        }
+    }
+
+    pub(crate) fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut samples: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        let many = latency(&mut samples).expect("some");
+        assert_eq!((many.p50, many.p99, many.max), (50.0, 99.0, 100.0));
+        assert!(latency(&mut []).is_none());
+        let one = latency(&mut [Duration::from_millis(7)]).expect("one");
+        assert_eq!((one.p50, one.p99, one.max), (7.0, 7.0, 7.0));
+    }
+}

@@ -1,0 +1,471 @@
+//! Delivering one request at least once: POST it, retry whatever may succeed
+//! later, and report what became of it.
+//!
+//! Retried: connection errors, timeouts, and every 5xx (503 among them),
+//! after an exponential backoff with full jitter, and never sooner than the
+//! server's `Retry-After`. Never retried: a 4xx or any other answer that a
+//! second try cannot change. Retrying is safe because the server drops
+//! duplicates; it is needed because only a 200 means "stored".
+//!
+//! One [`reqwest::Client`] serves the whole run, so connections are kept
+//! alive and reused; bodies are shared [`Bytes`], so a retry copies nothing.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+use super::source::Request;
+
+/// The longest `Retry-After` honoured; a server asking for more is waited
+/// on for this long (the attempt count still bounds the run).
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
+
+/// Field problems quoted in an error message; the rest are counted.
+const FIELD_PROBLEMS_QUOTED: usize = 5;
+
+/// Longest non-JSON error body quoted in a message, in bytes.
+const BODY_QUOTED_MAX: usize = 300;
+
+/// When to retry and how long to wait.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RetryPolicy {
+    /// Attempts per request, the first included; at least 1.
+    pub max_attempts: u32,
+    /// How long one attempt may take, connecting and reading included.
+    pub timeout: Duration,
+    /// The backoff ceiling before the first retry; it doubles per retry.
+    pub backoff_base: Duration,
+    /// The backoff ceiling never grows past this.
+    pub backoff_max: Duration,
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (1 = after the first attempt):
+    /// full jitter, `unit × min(max, base × 2^(retry-1))` with `unit` drawn
+    /// from `[0, 1)`, added to the server's `Retry-After` when it sent one.
+    fn backoff(&self, retry: u32, retry_after: Option<Duration>, unit: f64) -> Duration {
+        let doubling = 2_u32.saturating_pow(retry.saturating_sub(1));
+        let ceiling = self
+            .backoff_base
+            .saturating_mul(doubling)
+            .min(self.backoff_max);
+        let jitter = ceiling.mul_f64(unit);
+        match retry_after {
+            // The jitter on top keeps publishers told the same time from
+            // coming back all at once.
+            Some(after) => after.min(RETRY_AFTER_MAX) + jitter,
+            None => jitter,
+        }
+    }
+}
+
+/// What a 200 from `POST /publish` says.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub(crate) struct Receipt {
+    pub received: u64,
+    pub unique: u64,
+    pub duplicates: u64,
+    #[serde(default)]
+    pub conflicts: u64,
+}
+
+/// What became of one request.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub request: Request,
+    /// Attempts made, the first included.
+    pub attempts: u32,
+    /// Events of attempts that ended without an answer after the request
+    /// may have reached the server (timeouts, connections dropped
+    /// mid-request). The server may have stored them, so its counters may
+    /// run ahead of the acknowledgements by up to this many.
+    pub unanswered_events: u64,
+    pub outcome: Result<Acked, Failure>,
+}
+
+/// A request the server acknowledged.
+#[derive(Debug)]
+pub(crate) struct Acked {
+    pub receipt: Receipt,
+    /// From the first attempt's send to the 200, retries included.
+    pub latency: Duration,
+}
+
+/// A request that was not acknowledged and will not be.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// An answer that retrying cannot change: a 4xx, a redirect, or a 200
+    /// that is not a receipt.
+    Rejected {
+        status: StatusCode,
+        problem: Problem,
+    },
+    /// Every attempt failed in a way worth retrying; `last` says how the
+    /// last one did.
+    GaveUp { last: String },
+}
+
+impl Failure {
+    /// One line naming the request's events, their input lines and what the
+    /// server said.
+    pub(crate) fn describe(&self, delivery: &Delivery) -> String {
+        let request = &delivery.request;
+        match self {
+            Self::Rejected { status, problem } => {
+                let mut message = format!(
+                    "the server answered {status} to {}: {}",
+                    request.describe(),
+                    problem.summary()
+                );
+                for field in problem.errors.iter().take(FIELD_PROBLEMS_QUOTED) {
+                    message.push_str(&format!("; {}", request.describe_event(field.index)));
+                    if let Some(name) = &field.field {
+                        message.push_str(&format!(" {name}"));
+                    }
+                    message.push_str(&format!(": {}", field.message));
+                }
+                if let Some(more) = problem.errors.len().checked_sub(FIELD_PROBLEMS_QUOTED)
+                    && more > 0
+                {
+                    message.push_str(&format!("; and {more} more"));
+                }
+                message.push_str(
+                    "; fix that and publish again (the server drops what it already has)",
+                );
+                message
+            }
+            Self::GaveUp { last } => format!(
+                "gave up on {} after {} attempt(s), the last: {last}; publish again later \
+                 (the server drops what it already has)",
+                request.describe(),
+                delivery.attempts
+            ),
+        }
+    }
+}
+
+/// An RFC 9457 problem document, as far as it could be read.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Problem {
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub detail: Option<String>,
+    #[serde(default)]
+    pub errors: Vec<FieldProblem>,
+}
+
+/// One entry of a problem's `errors`: `index` counts events in the request.
+#[derive(Debug, Deserialize)]
+pub(crate) struct FieldProblem {
+    pub index: usize,
+    #[serde(default)]
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl Problem {
+    /// Reads an error body; one that is not a problem document becomes its
+    /// own (shortened) text as the detail.
+    fn parse(body: &[u8]) -> Self {
+        serde_json::from_slice(body).unwrap_or_else(|_| {
+            let text = String::from_utf8_lossy(body);
+            let text = text.trim();
+            let mut end = text.len().min(BODY_QUOTED_MAX);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            Self {
+                detail: (!text.is_empty()).then(|| text[..end].to_owned()),
+                ..Self::default()
+            }
+        })
+    }
+
+    fn summary(&self) -> String {
+        match (&self.title, &self.detail) {
+            (Some(title), Some(detail)) => format!("{title}: {detail}"),
+            (None, Some(text)) | (Some(text), None) => text.clone(),
+            (None, None) => "no details given".to_owned(),
+        }
+    }
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Acked(Receipt),
+    Failed(Failure),
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+        /// The request may have reached the server without an answer.
+        unanswered: bool,
+    },
+}
+
+/// Sends requests to one server; shared by every request of the run.
+pub(crate) struct Sender {
+    client: reqwest::Client,
+    publish_url: reqwest::Url,
+    policy: RetryPolicy,
+    /// Only touched between retries, so the lock is never contended.
+    jitter: Mutex<ChaCha8Rng>,
+}
+
+impl Sender {
+    /// A sender for `POST {base}/publish` keeping up to `connections`
+    /// connections alive.
+    ///
+    /// # Errors
+    /// When `base` is not an http URL or the client cannot be built.
+    pub(crate) fn new(
+        base: &str,
+        policy: RetryPolicy,
+        connections: usize,
+        jitter_seed: u64,
+    ) -> anyhow::Result<Self> {
+        let publish_url = publish_url(base)?;
+        let client = reqwest::Client::builder()
+            .timeout(policy.timeout)
+            .pool_max_idle_per_host(connections)
+            // A redirect would turn the POST into something else; say so.
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .user_agent(concat!("logagg-publish/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self {
+            client,
+            publish_url,
+            policy,
+            jitter: Mutex::new(ChaCha8Rng::seed_from_u64(jitter_seed)),
+        })
+    }
+
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Sends `request` once `send_at` has come, retrying as the module docs
+    /// say, and reports the outcome. Never fails: a failure is an outcome.
+    pub(crate) async fn deliver(self: Arc<Self>, request: Request, send_at: Instant) -> Delivery {
+        tokio::time::sleep_until(send_at).await;
+        let started = Instant::now();
+        let mut unanswered_events = 0;
+        let mut attempts = 1;
+        let outcome = loop {
+            let (reason, retry_after) = match self.attempt(&request).await {
+                Attempt::Acked(receipt) => {
+                    let latency = started.elapsed();
+                    break Ok(Acked { receipt, latency });
+                }
+                Attempt::Failed(failure) => break Err(failure),
+                Attempt::Retry {
+                    reason,
+                    retry_after,
+                    unanswered,
+                } => {
+                    if unanswered {
+                        unanswered_events += request.events as u64;
+                    }
+                    (reason, retry_after)
+                }
+            };
+            if attempts >= self.policy.max_attempts {
+                break Err(Failure::GaveUp { last: reason });
+            }
+            tracing::debug!(attempt = attempts, reason, "retrying a request");
+            let unit = self.jitter.lock().expect("jitter lock").random::<f64>();
+            tokio::time::sleep(self.policy.backoff(attempts, retry_after, unit)).await;
+            attempts += 1;
+        };
+        Delivery {
+            request,
+            attempts,
+            unanswered_events,
+            outcome,
+        }
+    }
+
+    async fn attempt(&self, request: &Request) -> Attempt {
+        let sent = self
+            .client
+            .post(self.publish_url.clone())
+            .header(CONTENT_TYPE, "application/x-ndjson")
+            .body(request.body.clone())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => {
+                return Attempt::Retry {
+                    reason: self.transport_error(&error),
+                    retry_after: None,
+                    // A refused connection never carried the request.
+                    unanswered: !error.is_connect(),
+                };
+            }
+        };
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(error) => {
+                return Attempt::Retry {
+                    reason: format!("{status}, then {}", self.transport_error(&error)),
+                    retry_after,
+                    unanswered: true,
+                };
+            }
+        };
+        if status == StatusCode::OK {
+            return match serde_json::from_slice::<Receipt>(&body) {
+                Ok(receipt) => Attempt::Acked(receipt),
+                Err(error) => Attempt::Failed(Failure::Rejected {
+                    status,
+                    problem: Problem {
+                        detail: Some(format!(
+                            "the answer is not a logagg receipt ({error}); is --url a logagg server?"
+                        )),
+                        ..Problem::default()
+                    },
+                }),
+            };
+        }
+        let problem = Problem::parse(&body);
+        if status.is_server_error() {
+            return Attempt::Retry {
+                reason: format!("{status}: {}", problem.summary()),
+                retry_after,
+                // A gateway timing out may have passed the request on.
+                unanswered: matches!(
+                    status,
+                    StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT
+                ),
+            };
+        }
+        Attempt::Failed(Failure::Rejected { status, problem })
+    }
+
+    /// One line for an error without an answer: what failed and its root
+    /// cause.
+    fn transport_error(&self, error: &reqwest::Error) -> String {
+        if error.is_timeout() {
+            return format!("no answer within {:?} (--timeout)", self.policy.timeout);
+        }
+        let mut cause: &dyn std::error::Error = error;
+        while let Some(source) = cause.source() {
+            cause = source;
+        }
+        if error.is_connect() {
+            format!(
+                "cannot connect to {} ({cause}); is the server running?",
+                self.publish_url
+            )
+        } else {
+            format!("connection failed ({cause})")
+        }
+    }
+}
+
+/// `{base}/publish`, checked to be an http URL.
+fn publish_url(base: &str) -> anyhow::Result<reqwest::Url> {
+    let url = format!("{}/publish", base.trim_end_matches('/'));
+    let parsed = reqwest::Url::parse(&url)
+        .with_context(|| format!("--url {base:?} is not a URL (e.g. http://127.0.0.1:8080)"))?;
+    anyhow::ensure!(
+        parsed.scheme() == "http",
+        "--url {base:?}: only http:// is supported (the server speaks plain HTTP)"
+    );
+    Ok(parsed)
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let date = DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (date.with_timezone(&Utc) - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    const POLICY: RetryPolicy = RetryPolicy {
+        max_attempts: 5,
+        timeout: Duration::from_secs(1),
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(500),
+    };
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_with_full_jitter() {
+        let ms = |d: Duration| d.as_millis();
+        assert_eq!(ms(POLICY.backoff(1, None, 0.999_999)), 99);
+        assert_eq!(ms(POLICY.backoff(2, None, 0.999_999)), 199);
+        assert_eq!(ms(POLICY.backoff(3, None, 0.5)), 200);
+        assert_eq!(ms(POLICY.backoff(9, None, 0.999_999)), 499);
+        assert_eq!(ms(POLICY.backoff(40, None, 0.0)), 0);
+    }
+
+    #[test]
+    fn retry_after_is_a_floor() {
+        let after = Some(Duration::from_secs(1));
+        assert_eq!(POLICY.backoff(1, after, 0.0), Duration::from_secs(1));
+        assert_eq!(POLICY.backoff(1, after, 0.5), Duration::from_millis(1050));
+        let huge = Some(Duration::from_secs(86_400));
+        assert_eq!(POLICY.backoff(1, huge, 0.0), RETRY_AFTER_MAX);
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(2)));
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO), "a past date");
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), None);
+    }
+
+    #[test]
+    fn problems_are_read_leniently() {
+        let problem = Problem::parse(
+            br#"{"title":"Events failed validation","detail":"1 problem(s)","errors":[{"index":2,"field":"topic","message":"is required"}]}"#,
+        );
+        assert_eq!(problem.summary(), "Events failed validation: 1 problem(s)");
+        assert_eq!(problem.errors[0].index, 2);
+        let text = Problem::parse(b"  upstream exploded\n");
+        assert_eq!(text.summary(), "upstream exploded");
+        assert_eq!(Problem::parse(b"").summary(), "no details given");
+    }
+
+    #[test]
+    fn only_http_urls_are_taken() {
+        let url = publish_url("http://127.0.0.1:8080/").expect("valid");
+        assert_eq!(url.as_str(), "http://127.0.0.1:8080/publish");
+        assert!(publish_url("https://example.com").is_err());
+        assert!(publish_url("localhost:8080").is_err());
+    }
+}
