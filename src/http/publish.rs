@@ -124,7 +124,10 @@ async fn read_body(
         return Ok(bytes.into());
     }
     let mut plain = Vec::with_capacity(bytes.len() * 4);
-    flate2::read::GzDecoder::new(&bytes[..])
+    // A gzip body may hold several members (RFC 1952), which decompress to
+    // their concatenation; `GzDecoder` would stop after the first and drop
+    // the rest of the events without a word.
+    flate2::read::MultiGzDecoder::new(&bytes[..])
         .take(max as u64 + 1)
         .read_to_end(&mut plain)
         .map_err(|e| ApiError::BadRequest(format!("body is not valid gzip: {e}")))?;
