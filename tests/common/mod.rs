@@ -305,3 +305,158 @@ pub fn free_port() -> u16 {
         .expect("local addr")
         .port()
 }
+
+/// The ingest counters of `/stats`, for whole-value comparisons.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub received: u64,
+    pub unique_processed: u64,
+    pub duplicate_dropped: u64,
+    pub conflicts: u64,
+}
+
+impl Counters {
+    /// Reads the counters out of a `/stats` body.
+    pub fn from_stats(stats: &Value) -> Self {
+        let field = |name: &str| {
+            stats[name]
+                .as_u64()
+                .unwrap_or_else(|| panic!("/stats has no count {name:?}: {stats}"))
+        };
+        Self {
+            received: field("received"),
+            unique_processed: field("unique_processed"),
+            duplicate_dropped: field("duplicate_dropped"),
+            conflicts: field("conflicts"),
+        }
+    }
+}
+
+impl Api {
+    /// A second client to the same server with its own connection pool, so
+    /// that concurrent tasks really use separate connections.
+    pub fn separate_client(&self) -> Self {
+        Self {
+            base: self.base.clone(),
+            http: reqwest::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .expect("building a reqwest client"),
+        }
+    }
+
+    /// POST /publish with raw bytes, a content type and an optional
+    /// `Content-Encoding`; a transport failure is returned, not a panic.
+    pub async fn try_publish_encoded(
+        &self,
+        content_type: &str,
+        encoding: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let mut request = self
+            .http
+            .post(self.url("/publish"))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(encoding) = encoding {
+            request = request.header("content-encoding", encoding);
+        }
+        request.send().await
+    }
+
+    /// POST /publish with raw bytes, a content type and an optional
+    /// `Content-Encoding`.
+    pub async fn publish_encoded(
+        &self,
+        content_type: &str,
+        encoding: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.try_publish_encoded(content_type, encoding, body)
+            .await
+            .expect("POST /publish")
+    }
+
+    /// The committed ingest counters from `/stats`.
+    pub async fn counters(&self) -> Counters {
+        Counters::from_stats(&self.stats().await)
+    }
+
+    /// Every stored event, read in pages of `limit` through `next_after`.
+    pub async fn all_events_paged(&self, topic: Option<&str>, limit: usize) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let mut path = format!("/events?limit={limit}&after={after}");
+            if let Some(topic) = topic {
+                path.push_str(&format!("&topic={topic}"));
+            }
+            let (status, body) = self.get(&path).await;
+            assert_eq!(status, 200, "{path}: {body}");
+            let page = body["events"].as_array().expect("events array");
+            assert!(page.len() <= limit, "{path}: page longer than its limit");
+            events.extend(page.iter().cloned());
+            match body["next_after"].as_u64() {
+                Some(next) => after = next,
+                None => return events,
+            }
+        }
+    }
+}
+
+/// The dedup key of an event (as sent or as stored).
+pub fn key(event: &Value) -> (String, String) {
+    let field = |name: &str| {
+        event[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("event has no string {name:?}: {event}"))
+            .to_owned()
+    };
+    (field("topic"), field("event_id"))
+}
+
+/// `bytes` compressed as one gzip member.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).expect("writing to a Vec");
+    encoder
+        .finish()
+        .expect("finishing a gzip stream into a Vec")
+}
+
+/// Events as NDJSON, one per line.
+pub fn ndjson(events: &[Value]) -> String {
+    events.iter().map(|event| format!("{event}\n")).collect()
+}
+
+/// A small deterministic PRNG (splitmix64), so load tests are reproducible
+/// without another dependency.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `range` (inclusive on both ends).
+    pub fn between(&mut self, low: usize, high: usize) -> usize {
+        low + (self.next_u64() % (high - low + 1) as u64) as usize
+    }
+
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.between(0, i);
+            items.swap(i, j);
+        }
+    }
+}
