@@ -414,6 +414,7 @@ fn verify(before: Counters, after: Counters, tally: &Tally) -> Verification {
         received,
         unique_processed: unique,
         duplicate_dropped: duplicates,
+        unanswered: tally.unanswered,
         problems,
     }
 }

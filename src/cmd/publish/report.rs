@@ -69,6 +69,9 @@ pub(crate) struct Verification {
     pub received: u64,
     pub unique_processed: u64,
     pub duplicate_dropped: u64,
+    /// Events of attempts that went unanswered: the counters may run ahead
+    /// of the acknowledgements by up to this many.
+    pub unanswered: u64,
     /// Empty when `ok`.
     pub problems: Vec<String>,
 }
@@ -184,10 +187,17 @@ impl Summary {
         }
         if let Some(verify) = &self.verify {
             let verdict = if verify.ok { "ok" } else { "FAILED" };
-            lines.push(format!(
+            let mut line = format!(
                 "verify        {verdict}: the server's received +{}, unique_processed +{}, duplicate_dropped +{}",
                 verify.received, verify.unique_processed, verify.duplicate_dropped
-            ));
+            );
+            if verify.unanswered > 0 {
+                line.push_str(&format!(
+                    " (allowing for {} events of unanswered attempts)",
+                    verify.unanswered
+                ));
+            }
+            lines.push(line);
         }
         lines.iter().map(|line| format!("{line}\n")).collect()
     }
@@ -228,11 +238,11 @@ impl Progress {
         let (bar, template) = match planned {
             Some(total) => (
                 ProgressBar::new(total),
-                "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} acknowledged, {per_sec}, {msg}",
+                "{spinner} {elapsed_precise} [{bar:30}] {pos}/{len} acknowledged, {msg}",
             ),
             None => (
                 ProgressBar::new_spinner(),
-                "{spinner} {elapsed_precise} {pos} acknowledged, {per_sec}, {msg}",
+                "{spinner} {elapsed_precise} {pos} acknowledged, {msg}",
             ),
         };
         let style = ProgressStyle::with_template(template)
@@ -250,8 +260,9 @@ impl Progress {
     /// Shows `tally`: redraws the bar, or prints a plain line when one is due.
     pub(crate) fn show(&mut self, tally: &Tally) {
         let acked = tally.acked.received;
+        let rate = acked as f64 / self.started.elapsed().as_secs_f64().max(f64::EPSILON);
         let message = format!(
-            "{} duplicates, {} retries, {} failed",
+            "{rate:.0} events/s, {} duplicates, {} retries, {} failed",
             tally.acked.duplicates, tally.retries, tally.failed
         );
         if !self.bar.is_hidden() {
@@ -261,8 +272,7 @@ impl Progress {
         }
         if self.last_line.elapsed() >= PLAIN_LINE_EVERY {
             self.last_line = Instant::now();
-            let rate = acked as f64 / self.started.elapsed().as_secs_f64();
-            eprintln!("publish: {acked} events acknowledged ({rate:.0} events/s), {message}");
+            eprintln!("publish: {acked} events acknowledged, {message}");
         }
     }
 
