@@ -89,8 +89,9 @@ pub(crate) struct Latency {
 pub(crate) struct Summary {
     /// Events handed to the server (re-sends of `--generate` included).
     pub sent: u64,
-    /// Events of the input never sent, because the run stopped early.
-    pub not_sent: u64,
+    /// Events of the input never sent because the run stopped early; null
+    /// when unknown (NDJSON input is read as it is sent).
+    pub not_sent: Option<u64>,
     pub requests: u64,
     pub acknowledged: u64,
     pub unique: u64,
@@ -113,7 +114,7 @@ pub(crate) struct Summary {
 impl Summary {
     pub(crate) fn new(
         mut tally: Tally,
-        not_sent: u64,
+        not_sent: Option<u64>,
         elapsed: Duration,
         seed: Option<u64>,
         verify: Option<Verification>,
@@ -173,8 +174,10 @@ impl Summary {
                 self.events_per_second, self.requests_per_second, self.elapsed_seconds
             ),
         ];
-        if self.not_sent > 0 {
-            lines.insert(1, format!("not sent      {}", self.not_sent));
+        match self.not_sent {
+            Some(0) => {}
+            Some(count) => lines.insert(1, format!("not sent      {count}")),
+            None => lines.insert(1, "not sent      the rest of the input".to_owned()),
         }
         if let Some(latency) = self.latency_ms {
             lines.push(format!(
