@@ -342,6 +342,8 @@ enum Answer {
     Invalid,
     /// Reads the request and closes the connection without answering.
     Hangup,
+    /// Answers 200, but only after a minute.
+    Stall,
 }
 
 /// The answers to give, and when each request came.
@@ -433,8 +435,11 @@ async fn fake_publish(State(script): State<Shared>, body: String) -> Response {
             body.to_string(),
         )
     };
+    if answer == Answer::Stall {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
     match answer {
-        Answer::Ok => axum::Json(json!({
+        Answer::Ok | Answer::Stall => axum::Json(json!({
             "received": events, "unique": events, "duplicates": 0, "conflicts": 0
         }))
         .into_response(),
@@ -551,6 +556,31 @@ async fn a_dropped_connection_is_retried() {
     assert_eq!(run.summary()["retries"], 1, "{run}");
     assert_eq!(run.summary()["acknowledged"], 5, "{run}");
     assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_that_times_out_is_retried() {
+    let server = FakeServer::start(&[Answer::Stall], Answer::Ok).await;
+    let run = publish(
+        &server.url,
+        &[
+            "--generate",
+            "4",
+            "--timeout",
+            "2s",
+            "--backoff-base",
+            "10ms",
+            "--json",
+        ],
+        None,
+    )
+    .await;
+    assert!(run.succeeded(), "{run}");
+    // A busy machine could make a later attempt time out too; what matters
+    // is that the stalled one was retried.
+    let retries = run.summary()["retries"].as_u64().expect("retries");
+    assert!(retries >= 1, "{run}");
+    assert_eq!(server.requests().len() as u64, 1 + retries);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
