@@ -123,7 +123,7 @@ async fn read_body(
     if !gzipped {
         return Ok(bytes.into());
     }
-    let mut plain = Vec::with_capacity(bytes.len() * 4);
+    let mut plain = Vec::with_capacity((bytes.len() * 4).min(max + 1));
     // A gzip body may hold several members (RFC 1952), which decompress to
     // their concatenation; `GzDecoder` would stop after the first and drop
     // the rest of the events without a word.

@@ -77,6 +77,12 @@ const EVENT_COLUMNS: &str = "seq, topic, event_id, timestamp, source, payload, r
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// Page cache of each read connection.
 const READER_CACHE_KIB: i64 = 4 * 1024;
+/// WAL pages after which a commit also checkpoints (copies the WAL back into
+/// the database). SQLite's default of 1,000 (4 MiB) checkpoints after nearly
+/// every large commit when ids are random, since each new uuid4 key dirties
+/// its own index page; 16,384 (64 MiB) lets a page written by many commits be
+/// copied back once. Measured in docs/performance.md.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_384;
 /// Read connections kept open between queries.
 const READERS_IDLE_MAX: usize = 4;
 /// How long a connection waits on a lock held by another (only checkpoints
@@ -149,6 +155,7 @@ fn configure_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
     };
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Statements are few and reused for every commit.
     conn.set_prepared_statement_cache_capacity(16);
