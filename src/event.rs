@@ -34,18 +34,28 @@ impl Default for FieldLimits {
 /// One event as it arrived: a JSON object whose fields are still raw JSON.
 ///
 /// Unknown fields are ignored, as `DESIGN.md` promises.
+///
+/// A field is `None` only when absent; an explicit `null` stays as raw
+/// `null` so the error can say "got null" rather than "is required".
 #[derive(Debug, Deserialize)]
 pub struct WireEvent<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     topic: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     event_id: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     timestamp: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     source: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     payload: Option<&'a RawValue>,
+}
+
+fn present<'de, D>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    <&RawValue>::deserialize(deserializer).map(Some)
 }
 
 /// What is wrong with one field of one event in a request.
@@ -417,6 +427,20 @@ mod tests {
         assert_eq!(
             fields,
             ["topic", "event_id", "timestamp", "source", "payload"]
+        );
+    }
+
+    #[test]
+    fn null_fields_say_null() {
+        let errors = messages(
+            r#"{"topic":null,"event_id":"e","timestamp":"2025-10-25T12:30:00Z","source":"s","payload":null}"#,
+        );
+        assert_eq!(
+            errors,
+            [
+                (Some("topic"), "must be a string, got null".to_owned()),
+                (Some("payload"), "must be a JSON object, got null".to_owned()),
+            ]
         );
     }
 
