@@ -439,7 +439,10 @@ mod tests {
             errors,
             [
                 (Some("topic"), "must be a string, got null".to_owned()),
-                (Some("payload"), "must be a JSON object, got null".to_owned()),
+                (
+                    Some("payload"),
+                    "must be a JSON object, got null".to_owned()
+                ),
             ]
         );
     }
