@@ -344,6 +344,8 @@ enum Answer {
     Hangup,
     /// Answers 200, but only after a minute.
     Stall,
+    /// 200 with a receipt that counts one event too few.
+    Miscount,
 }
 
 /// The answers to give, and when each request came.
@@ -441,6 +443,10 @@ async fn fake_publish(State(script): State<Shared>, body: String) -> Response {
     match answer {
         Answer::Ok | Answer::Stall => axum::Json(json!({
             "received": events, "unique": events, "duplicates": 0, "conflicts": 0
+        }))
+        .into_response(),
+        Answer::Miscount => axum::Json(json!({
+            "received": events - 1, "unique": events - 1, "duplicates": 0, "conflicts": 0
         }))
         .into_response(),
         Answer::Unavailable(seconds) => {
@@ -638,6 +644,19 @@ async fn a_server_that_stays_unavailable_is_given_up_on() {
     assert_eq!(
         (&summary["failures"], &summary["retries"]),
         (&json!(3), &json!(2))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_that_does_not_cover_the_request_is_not_an_acknowledgement() {
+    let server = FakeServer::start(&[], Answer::Miscount).await;
+    let run = publish(&server.url, &["--generate", "10", "--json"], None).await;
+    assert!(!run.succeeded(), "{run}");
+    assert_eq!(run.summary()["acknowledged"], 0, "{run}");
+    assert!(
+        run.stderr
+            .contains("the receipt counts 9 received events, the request held 10"),
+        "{run}"
     );
 }
 

@@ -327,18 +327,29 @@ impl Sender {
             }
         };
         if status == StatusCode::OK {
-            return match serde_json::from_slice::<Receipt>(&body) {
-                Ok(receipt) => Attempt::Acked(receipt),
-                Err(error) => Attempt::Failed(Failure::Rejected {
-                    status,
-                    problem: Problem {
-                        detail: Some(format!(
-                            "the answer is not a logagg receipt ({error}); is --url a logagg server?"
-                        )),
-                        ..Problem::default()
-                    },
-                }),
+            // A receipt must cover every event of the request; one that does
+            // not cannot count as their acknowledgement.
+            let detail = match serde_json::from_slice::<Receipt>(&body) {
+                Ok(receipt) if receipt.received == request.events as u64 => {
+                    return Attempt::Acked(receipt);
+                }
+                Ok(receipt) => format!(
+                    "the receipt counts {} received events, the request held {}",
+                    receipt.received, request.events
+                ),
+                Err(error) => {
+                    format!(
+                        "the answer is not a logagg receipt ({error}); is --url a logagg server?"
+                    )
+                }
             };
+            return Attempt::Failed(Failure::Rejected {
+                status,
+                problem: Problem {
+                    detail: Some(detail),
+                    ..Problem::default()
+                },
+            });
         }
         let problem = Problem::parse(&body);
         if status.is_server_error() {
