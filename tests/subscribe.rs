@@ -25,10 +25,14 @@ struct Stream {
 
 impl Stream {
     async fn open(api: &Api, pattern: &str, last_event_id: Option<u64>) -> Self {
+        Self::open_with(api, &[("topic", pattern)], last_event_id).await
+    }
+
+    async fn open_with(api: &Api, query: &[(&str, &str)], last_event_id: Option<u64>) -> Self {
         let mut request = api
             .http
             .get(api.url("/subscribe"))
-            .query(&[("topic", pattern)])
+            .query(query)
             // The shared client has a whole-request timeout; a stream must
             // outlive it, so each read below has its own timeout instead.
             .timeout(Duration::from_secs(3600));
@@ -36,7 +40,7 @@ impl Stream {
             request = request.header("last-event-id", id.to_string());
         }
         let response = request.send().await.expect("GET /subscribe");
-        assert_eq!(response.status(), 200, "subscribe to {pattern}");
+        assert_eq!(response.status(), 200, "subscribe with {query:?}");
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         Self {
             body: Box::pin(response.bytes_stream()),
@@ -125,34 +129,10 @@ async fn reconnecting_with_last_event_id_resumes_without_gap_or_repeat() {
 async fn from_parameter_and_now_choose_the_start() {
     let app = TestApp::spawn().await;
     app.api.publish_ok(&batch("a", 0..5)).await;
-    let response = app
-        .api
-        .http
-        .get(app.api.url("/subscribe?topic=a&from=3"))
-        .timeout(Duration::from_secs(3600))
-        .send()
-        .await
-        .expect("GET");
-    let mut stream = Stream {
-        body: Box::pin(response.bytes_stream()),
-        parser: SseParser::default(),
-        ready: Default::default(),
-    };
+    let mut stream = Stream::open_with(&app.api, &[("topic", "a"), ("from", "3")], None).await;
     assert_eq!(seqs(&stream.take(2).await), [4, 5]);
 
-    let response = app
-        .api
-        .http
-        .get(app.api.url("/subscribe?topic=a&from=now"))
-        .timeout(Duration::from_secs(3600))
-        .send()
-        .await
-        .expect("GET");
-    let mut live_only = Stream {
-        body: Box::pin(response.bytes_stream()),
-        parser: SseParser::default(),
-        ready: Default::default(),
-    };
+    let mut live_only = Stream::open_with(&app.api, &[("topic", "a"), ("from", "now")], None).await;
     app.api.publish_ok(&batch("a", 5..6)).await;
     assert_eq!(seqs(&live_only.take(1).await), [6]);
 }
