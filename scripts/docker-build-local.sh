@@ -36,6 +36,14 @@ scripts/build-static.sh "$context/out/logagg"
 } >"$context/Dockerfile"
 
 docker build --tag "$tag" "$context"
-# The classic builder keeps the stand-in stage as an untagged image; the
-# final image does not need it (its layers start from scratch).
-docker image prune --force --filter "label=org.logagg.stand-in-builder-for=$tag" >/dev/null
+
+# The classic builder keeps the stand-in stage as an untagged image, which
+# the final image does not need (its layers start from scratch). Removed by
+# id, not with `docker image prune`: the engine runs one prune at a time and
+# fails the others, so concurrent builds would fail each other. Best effort:
+# a leftover is not worth failing the build for.
+stand_in=$(docker image ls --quiet --filter "label=org.logagg.stand-in-builder-for=$tag")
+# shellcheck disable=SC2086 # one word per image id
+if [[ -n $stand_in ]] && ! docker image rm $stand_in >/dev/null; then
+    echo "warning: could not remove the stand-in builder image(s) $stand_in" >&2
+fi
