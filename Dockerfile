@@ -23,7 +23,9 @@ FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 COPY . .
 # The cache mounts keep downloaded crates and compiled dependencies between
-# builds (BuildKit, the default builder since Docker 23).
+# builds. They need BuildKit: the default builder since Docker 23 (and what
+# docker-compose uses through the docker CLI); with the classic builder the
+# build stops here, asking for it.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     scripts/build-static.sh /out/logagg \
