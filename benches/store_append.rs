@@ -9,7 +9,7 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use logagg::event::{Event, FieldLimits, WireEvent};
-use logagg::store::{SqliteStore, Store, SyncMode};
+use logagg::store::{CommitTime, SqliteStore, Store, SyncMode};
 
 const BATCH: usize = 1_000;
 const DUPLICATE_RATE: f64 = 0.2;
@@ -85,7 +85,7 @@ fn append(c: &mut Criterion) {
                     || batch(&mut ids, &mut sent),
                     |events| {
                         let refs: Vec<&Event> = events.iter().collect();
-                        black_box(store.append(&refs).expect("append"))
+                        black_box(store.append(&refs, CommitTime::now()).expect("append"))
                     },
                     BatchSize::LargeInput,
                 );

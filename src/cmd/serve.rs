@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::ServeConfig;
 use crate::http::{self, AppState};
+use crate::ingest::tail::{Tail, TailLimits};
 use crate::ingest::{Ingest, consumer};
 use crate::metrics::Metrics;
 use crate::store::{SqliteStore, Store};
@@ -93,18 +94,20 @@ impl Server {
         let (committed_sender, committed) = watch::channel(last_seq);
         let metrics = Arc::new(Metrics::new());
         let (ingest, jobs) = Ingest::new(config.queue());
+        let tail = Arc::new(Tail::new(TailLimits::DEFAULT));
         let consumer = consumer::spawn(
             Arc::clone(&store),
             jobs,
             config.batch_policy(),
             committed_sender,
+            Arc::clone(&tail),
             Arc::clone(&metrics),
         )
         .context("starting the ingest consumer thread")?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {} (is another server using it?)", config.listen))?;
-        let state = AppState::new(store, ingest, config.limits(), metrics, committed);
+        let state = AppState::new(store, ingest, config.limits(), metrics, committed, tail);
         Ok(Self {
             listener,
             state,

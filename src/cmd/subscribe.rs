@@ -177,11 +177,13 @@ impl Follower<'_> {
         let mut parser = SseParser::default();
         let mut stream = response.bytes_stream();
         let mut received_any = false;
+        // Flushed once per network chunk, not per line: at tens of thousands
+        // of events a second, a write call per line is most of the cost.
+        let mut stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
         while let Some(chunk) = stream.next().await {
             let chunk = chunk
                 .context("reading the stream")
                 .map_err(Failure::Retry)?;
-            let mut stdout = std::io::stdout().lock();
             let mut advanced = false;
             for message in parser.feed(&chunk) {
                 let Some(seq) = message.id.and_then(|id| id.parse::<u64>().ok()) else {
@@ -264,24 +266,29 @@ impl SseParser {
         let mut messages = Vec::new();
         let mut consumed = 0;
         while let Some(end) = self.pending[consumed..].iter().position(|b| *b == b'\n') {
-            let line = &self.pending[consumed..consumed + end];
-            let line =
-                String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned();
+            let raw = &self.pending[consumed..consumed + end];
             consumed += end + 1;
+            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+            let line = String::from_utf8_lossy(raw);
             if line.is_empty() {
                 if !self.data.is_empty() {
+                    let data = if self.data.len() == 1 {
+                        self.data.pop().unwrap_or_default()
+                    } else {
+                        self.data.join("\n")
+                    };
+                    self.data.clear();
                     messages.push(SseMessage {
                         id: self.id.take(),
-                        data: self.data.join("\n"),
+                        data,
                     });
-                    self.data.clear();
                 }
                 continue;
             }
             if line.starts_with(':') {
                 continue;
             }
-            let (field, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
+            let (field, value) = line.split_once(':').unwrap_or((&line, ""));
             let value = value.strip_prefix(' ').unwrap_or(value);
             match field {
                 "id" => self.id = Some(value.to_owned()),

@@ -28,6 +28,7 @@ pub use subscribe::SubscribeLimits;
 
 use crate::event::FieldLimits;
 use crate::ingest::Ingest;
+use crate::ingest::tail::Tail;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -59,6 +60,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The newest committed `seq`, advanced by the ingest consumer.
     pub committed: watch::Receiver<u64>,
+    /// Recent commits framed for subscribers, filled by the consumer.
+    pub tail: Arc<Tail>,
     /// Cancelled when the server begins shutting down.
     pub shutdown: CancellationToken,
     pub started: Instant,
@@ -73,6 +76,7 @@ impl AppState {
         limits: Limits,
         metrics: Arc<Metrics>,
         committed: watch::Receiver<u64>,
+        tail: Arc<Tail>,
     ) -> Self {
         Self {
             store,
@@ -80,6 +84,7 @@ impl AppState {
             limits,
             metrics,
             committed,
+            tail,
             shutdown: CancellationToken::new(),
             started: Instant::now(),
             subscribers: subscribe::Registry::new(limits.subscribe.subscribers_max),

@@ -1,32 +1,37 @@
 //! `GET /subscribe`: follow a topic pattern as Server-Sent Events.
 //!
 //! A stream first replays the stored events after its cursor, then follows
-//! new commits. It never holds events of its own: it reads the store one page
-//! at a time, waiting on the commit watch when caught up. A slow subscriber
-//! therefore falls behind without losing anything and without slowing
-//! publishers, and a subscriber that never reads holds at most one page
-//! (hyper stops polling the stream once the socket is full).
+//! new commits. It never holds events of its own: each step it copies the
+//! frames after its cursor out of the [tail](crate::ingest::tail) (recent
+//! commits, framed once by the consumer) or, when its cursor is older than
+//! the tail, reads one page from the store; when caught up it waits on the
+//! commit watch. A slow subscriber therefore falls behind without losing
+//! anything and without slowing publishers, and a subscriber that never reads
+//! holds at most one page (hyper stops polling the stream once the socket is
+//! full).
 //!
 //! Each SSE message has `id: <seq>` and the event, shaped as in `/events`, in
 //! `data:`. Reconnecting with `Last-Event-ID` resumes right after that `seq`.
 //! Streams end when shutdown begins, so graceful shutdown never waits on them.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures_util::{Stream, StreamExt, stream};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::{StreamExt, stream};
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiQuery;
 use super::{ApiError, AppState};
 use crate::event::TopicPattern;
-use crate::store::{EventQuery, StoredEvent};
+use crate::ingest::tail::{Frame, TailRead, Watch};
+use crate::store::EventQuery;
 
 /// Bounds on subscribers, from `ServeConfig`.
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +82,7 @@ pub async fn subscribe(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<SubscribeParams>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let pattern = params
         .topic
         .ok_or_else(|| ApiError::Unprocessable("topic is required (a topic pattern)".to_owned()))
@@ -96,17 +101,25 @@ pub async fn subscribe(
         });
     };
     tracing::debug!(%pattern, cursor, "subscriber connected");
-    let keep_alive = KeepAlive::new().interval(state.limits.subscribe.keep_alive);
     let shutdown = state.shutdown.clone();
     let follow = Follow {
+        _watch: state.tail.watch(),
         state,
         pattern,
         cursor,
-        buffer: VecDeque::new(),
         _slot: slot,
     };
-    let events = stream::unfold(follow, Follow::next).take_until(shutdown.cancelled_owned());
-    Ok(Sse::new(events).keep_alive(keep_alive))
+    let chunks = stream::unfold(follow, Follow::next)
+        .take_until(shutdown.cancelled_owned())
+        .map(Ok::<_, Infallible>);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(chunks),
+    )
+        .into_response())
 }
 
 /// Where a stream starts: after `Last-Event-ID` when reconnecting, else after
@@ -134,40 +147,66 @@ fn start_cursor(headers: &HeaderMap, from: Option<&str>, committed: u64) -> Resu
 struct Follow {
     state: AppState,
     pattern: TopicPattern,
-    /// The newest `seq` read from the store (matching or not).
+    /// The newest `seq` examined (matching or not).
     cursor: u64,
-    /// Matching events read but not yet sent; at most one page.
-    buffer: VecDeque<StoredEvent>,
     _slot: OwnedSemaphorePermit,
+    /// Keeps the consumer filling the tail while this stream lives.
+    _watch: Watch,
 }
 
+/// Sent on an idle stream so proxies and clients see it is alive.
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
 impl Follow {
-    /// The next message, reading a page or waiting for a commit as needed.
-    /// `None` ends the stream: the consumer is gone or the store failed; the
-    /// client reconnects with `Last-Event-ID` and loses nothing.
-    async fn next(mut self) -> Option<(Result<SseEvent, Infallible>, Self)> {
+    /// The next chunk to send: the frames of up to one page of matching
+    /// events, or a keep-alive comment after an idle interval. `None` ends
+    /// the stream: the consumer is gone or the store failed; the client
+    /// reconnects with `Last-Event-ID` and loses nothing.
+    async fn next(mut self) -> Option<(Bytes, Self)> {
         loop {
-            if let Some(event) = self.buffer.pop_front() {
-                let message = SseEvent::default()
-                    .id(event.seq.to_string())
-                    .json_data(&event)
-                    .expect("stored events always serialize");
-                self.state.metrics.events_delivered.inc();
-                return Some((Ok(message), self));
+            let (frames, full) = self.read().await?;
+            if !frames.is_empty() {
+                self.state
+                    .metrics
+                    .events_delivered
+                    .inc_by(frames.len() as u64);
+                return Some((frames.concat().into(), self));
             }
-            let page_full = self.read_page().await?;
-            if self.buffer.is_empty() && !page_full {
-                let cursor = self.cursor;
-                let mut committed = self.state.committed.clone();
-                committed.wait_for(|seq| *seq > cursor).await.ok()?;
+            if full {
+                continue; // A page of other topics; more may follow at once.
+            }
+            let cursor = self.cursor;
+            let mut committed = self.state.committed.clone();
+            let keep_alive = self.state.limits.subscribe.keep_alive;
+            match tokio::time::timeout(keep_alive, committed.wait_for(|seq| *seq > cursor)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return None,
+                Err(_) => return Some((Bytes::from_static(KEEP_ALIVE), self)),
             }
         }
     }
 
-    /// Reads the next page after the cursor into the buffer; returns whether
-    /// the page came back full (more may be waiting).
-    async fn read_page(&mut self) -> Option<bool> {
-        let limit = self.state.limits.subscribe.page_events;
+    /// The frames after the cursor from the tail, or from one store page
+    /// when the cursor is older than the tail; and whether more may be
+    /// waiting right away.
+    async fn read(&mut self) -> Option<(Vec<Bytes>, bool)> {
+        let page = self.state.limits.subscribe.page_events;
+        let pattern = &self.pattern;
+        match self
+            .state
+            .tail
+            .read(self.cursor, page, |topic| pattern.matches(topic))
+        {
+            TailRead::Frames { frames, cursor } => {
+                let full = cursor < *self.state.committed.borrow();
+                self.cursor = cursor;
+                Some((frames, full))
+            }
+            TailRead::Behind => self.read_store(page).await,
+        }
+    }
+
+    async fn read_store(&mut self, limit: usize) -> Option<(Vec<Bytes>, bool)> {
         let query = EventQuery {
             topic: self.pattern.exact().map(str::to_owned),
             after: self.cursor,
@@ -184,11 +223,11 @@ impl Follow {
         if let Some(last) = page.last() {
             self.cursor = last.seq;
         }
-        let pattern = &self.pattern;
-        self.buffer.extend(
-            page.into_iter()
-                .filter(|event| pattern.matches(&event.topic)),
-        );
-        Some(full)
+        let frames = page
+            .iter()
+            .filter(|event| self.pattern.matches(&event.topic))
+            .map(|event| Frame::new(&event.view()).bytes)
+            .collect();
+        Some((frames, full))
     }
 }

@@ -15,16 +15,18 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
 use super::batch::{Batch, BatchPolicy};
+use super::tail::{Frame, Tail};
 use super::{IngestError, Job, Receipt};
 use crate::event::Event;
 use crate::metrics::Metrics;
-use crate::store::{Outcome, Store};
+use crate::store::{CommitTime, EventView, Outcome, Store};
 
 /// Starts the consumer thread. It returns once every sender of `jobs` is
 /// dropped and the queue is drained, so joining it is the last step of
 /// shutdown before the store closes.
 ///
-/// `committed` is advanced to the newest committed `seq` after each commit.
+/// After each commit the consumer extends the `tail` (while anyone watches
+/// it) and then advances `committed` to the newest committed `seq`.
 ///
 /// # Errors
 /// When the OS refuses to start a thread.
@@ -33,19 +35,31 @@ pub(crate) fn spawn(
     jobs: mpsc::UnboundedReceiver<Job>,
     policy: BatchPolicy,
     committed: watch::Sender<u64>,
+    tail: Arc<Tail>,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<JoinHandle<()>> {
+    let followers = Followers {
+        committed,
+        tail,
+        metrics,
+    };
     std::thread::Builder::new()
         .name("logagg-consumer".to_owned())
-        .spawn(move || run(store.as_ref(), jobs, policy, &committed, &metrics))
+        .spawn(move || run(store.as_ref(), jobs, policy, &followers))
+}
+
+/// Who learns of each commit besides the requests in it.
+struct Followers {
+    committed: watch::Sender<u64>,
+    tail: Arc<Tail>,
+    metrics: Arc<Metrics>,
 }
 
 fn run(
     store: &dyn Store,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     policy: BatchPolicy,
-    committed: &watch::Sender<u64>,
-    metrics: &Metrics,
+    followers: &Followers,
 ) {
     let mut carried: Option<Job> = None;
     loop {
@@ -72,18 +86,28 @@ fn run(
                 Err(_) => break,
             }
         }
-        commit(store, batch.into_items(), committed, metrics);
+        commit(store, batch.into_items(), followers);
     }
     tracing::debug!("ingest queue closed; consumer stopped");
 }
 
 /// Appends every job's events in one transaction and answers each job.
-fn commit(store: &dyn Store, jobs: Vec<Job>, committed: &watch::Sender<u64>, metrics: &Metrics) {
-    let events: Vec<&Event> = jobs.iter().flat_map(|job| job.events.iter()).collect();
-    let span = tracing::debug_span!("commit", requests = jobs.len(), events = events.len());
+fn commit(store: &dyn Store, jobs: Vec<Job>, followers: &Followers) {
+    // The events stay borrowed until the followers have seen them; the reply
+    // channels are consumed before that, so the two part ways here. Each
+    // request's room in the queue is released when `requests` drops.
+    let mut requests = Vec::with_capacity(jobs.len());
+    let mut replies = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        replies.push((job.reply, job.enqueued, job.events.len()));
+        requests.push((job.events, job.room));
+    }
+    let events: Vec<&Event> = requests.iter().flat_map(|(events, _)| events).collect();
+    let span = tracing::debug_span!("commit", requests = replies.len(), events = events.len());
     let _entered = span.enter();
     let started = Instant::now();
-    let outcomes = match store.append(&events) {
+    let received_at = CommitTime::now();
+    let outcomes = match store.append(&events, received_at) {
         Ok(outcomes) => outcomes,
         Err(error) => {
             tracing::error!(
@@ -91,32 +115,66 @@ fn commit(store: &dyn Store, jobs: Vec<Job>, committed: &watch::Sender<u64>, met
                 "commit failed; answering its requests with an error"
             );
             let error = Arc::new(error);
-            for job in jobs {
+            for (reply, _, _) in replies {
                 // A closed reply means the client went away; nothing to do.
-                let _ = job.reply.send(Err(IngestError::Commit(Arc::clone(&error))));
+                let _ = reply.send(Err(IngestError::Commit(Arc::clone(&error))));
             }
             return;
         }
     };
     let duration = started.elapsed();
     assert_eq!(outcomes.len(), events.len(), "one outcome per event");
-    let last_seq = outcomes.iter().rev().find_map(|outcome| match outcome {
-        Outcome::Stored { seq } => Some(*seq),
-        _ => None,
-    });
     log_duplicates(&events, &outcomes);
-    drop(events);
-    metrics.record_commit(&Receipt::tally(&outcomes), duration);
+    followers
+        .metrics
+        .record_commit(&Receipt::tally(&outcomes), duration);
 
     let mut rest = outcomes.as_slice();
-    for job in jobs {
-        let (own, tail) = rest.split_at(job.events.len());
+    for (reply, enqueued, count) in replies {
+        let (own, tail) = rest.split_at(count);
         rest = tail;
-        tracing::trace!(waited = ?job.enqueued.elapsed(), "request committed");
-        let _ = job.reply.send(Ok(Receipt::tally(own)));
+        tracing::trace!(waited = ?enqueued.elapsed(), "request committed");
+        let _ = reply.send(Ok(Receipt::tally(own)));
     }
-    if let Some(seq) = last_seq {
-        committed.send_replace(seq);
+    // Answers first, then subscribers: they are not waiting on a reply.
+    followers.advance(&events, &outcomes, received_at);
+}
+
+impl Followers {
+    /// Extends the tail with the newly stored events (framed once, here) and
+    /// then moves the commit watch, so a woken subscriber finds them.
+    fn advance(&self, events: &[&Event], outcomes: &[Outcome], received_at: CommitTime) {
+        let previous = *self.committed.borrow();
+        let stored = events
+            .iter()
+            .zip(outcomes)
+            .filter_map(|(event, outcome)| match outcome {
+                Outcome::Stored { seq } => Some((*seq, *event)),
+                Outcome::Duplicate | Outcome::Conflict => None,
+            });
+        let last = stored.clone().next_back().map_or(previous, |(seq, _)| seq);
+        if self.tail.is_watched() {
+            let received_at = received_at.to_rfc3339();
+            let frames = stored
+                .map(|(seq, event)| {
+                    Frame::new(&EventView {
+                        seq,
+                        topic: event.topic.as_str(),
+                        event_id: event.event_id.as_str(),
+                        timestamp: &event.timestamp,
+                        source: &event.source,
+                        payload: &event.payload,
+                        received_at: &received_at,
+                    })
+                })
+                .collect();
+            self.tail.extend(previous, last, frames);
+        } else {
+            self.tail.clear();
+        }
+        if last != previous {
+            self.committed.send_replace(last);
+        }
     }
 }
 

@@ -30,6 +30,7 @@
 
 pub mod batch;
 pub mod consumer;
+pub mod tail;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,8 +98,8 @@ pub enum IngestError {
 pub(crate) struct Job {
     events: Vec<Event>,
     reply: oneshot::Sender<Result<Receipt, IngestError>>,
-    /// The request's room in the queue, released when the job is answered.
-    _room: OwnedSemaphorePermit,
+    /// The request's room in the queue, released once the job is answered.
+    room: OwnedSemaphorePermit,
     enqueued: Instant,
 }
 
@@ -155,7 +156,7 @@ impl Ingest {
         let job = Job {
             events,
             reply,
-            _room: room,
+            room,
             enqueued: Instant::now(),
         };
         self.jobs.send(job).map_err(|_| IngestError::ShuttingDown)?;

@@ -69,6 +69,52 @@ pub struct StoredEvent {
     pub received_at: String,
 }
 
+impl StoredEvent {
+    /// The JSON object readers get, built from borrowed parts.
+    pub fn view(&self) -> EventView<'_> {
+        EventView {
+            seq: self.seq,
+            topic: &self.topic,
+            event_id: &self.event_id,
+            timestamp: &self.timestamp,
+            source: &self.source,
+            payload: &self.payload,
+            received_at: &self.received_at,
+        }
+    }
+}
+
+/// The JSON shape of a stored event, borrowed: what `/events` and
+/// `/subscribe` send, built without copying the event.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct EventView<'a> {
+    pub seq: u64,
+    pub topic: &'a str,
+    pub event_id: &'a str,
+    pub timestamp: &'a str,
+    pub source: &'a str,
+    pub payload: &'a RawValue,
+    pub received_at: &'a str,
+}
+
+/// When a commit happened, as stored: milliseconds since the Unix epoch.
+/// The consumer stamps each commit once; every event in it shares the stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitTime(pub i64);
+
+impl CommitTime {
+    pub fn now() -> Self {
+        Self(chrono::Utc::now().timestamp_millis())
+    }
+
+    /// RFC 3339 UTC with milliseconds, as `received_at` shows it.
+    pub fn to_rfc3339(self) -> String {
+        chrono::DateTime::<chrono::Utc>::from_timestamp_millis(self.0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    }
+}
+
 /// One topic with its number of stored events and the `seq` of the newest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TopicSummary {
@@ -107,8 +153,9 @@ pub enum StoreError {
 
 /// The durable store behind the API. See the module docs for the contract.
 pub trait Store: Send + Sync + 'static {
-    /// Appends `events` in order in one transaction, assigning increasing `seq`
-    /// to new keys, and updates the counters in that same transaction.
+    /// Appends `events` in order in one transaction, stamped `received_at`,
+    /// assigning increasing `seq` to new keys, and updates the counters in
+    /// that same transaction.
     /// Returns one [`Outcome`] per event, in order. When it returns `Ok`, the
     /// transaction is committed with the configured [`SyncMode`].
     ///
@@ -116,7 +163,11 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// # Errors
     /// Nothing of the call is stored when it fails.
-    fn append(&self, events: &[&Event]) -> Result<Vec<Outcome>, StoreError>;
+    fn append(
+        &self,
+        events: &[&Event],
+        received_at: CommitTime,
+    ) -> Result<Vec<Outcome>, StoreError>;
 
     /// Stored events in `seq` order.
     fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;

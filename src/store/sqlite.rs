@@ -23,12 +23,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde_json::value::RawValue;
 
 use super::{
-    Counters, EventQuery, Outcome, Store, StoreError, StoredEvent, SyncMode, TopicSummary,
+    CommitTime, Counters, EventQuery, Outcome, Store, StoreError, StoredEvent, SyncMode,
+    TopicSummary,
 };
 use crate::event::Event;
 
@@ -193,9 +193,13 @@ fn database_error(error: rusqlite::Error) -> StoreError {
 }
 
 impl Store for SqliteStore {
-    fn append(&self, events: &[&Event]) -> Result<Vec<Outcome>, StoreError> {
+    fn append(
+        &self,
+        events: &[&Event],
+        received_at: CommitTime,
+    ) -> Result<Vec<Outcome>, StoreError> {
         let mut conn = self.writer.lock().expect("writer lock");
-        append(&mut conn, events).map_err(database_error)
+        append(&mut conn, events, received_at).map_err(database_error)
     }
 
     fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
@@ -290,11 +294,14 @@ impl Store for SqliteStore {
 
 /// The write transaction: insert each event, classify the ones the unique
 /// constraint turned away, then update the per-topic and global counters.
-fn append(conn: &mut Connection, events: &[&Event]) -> rusqlite::Result<Vec<Outcome>> {
+fn append(
+    conn: &mut Connection,
+    events: &[&Event],
+    received_at: CommitTime,
+) -> rusqlite::Result<Vec<Outcome>> {
     // IMMEDIATE takes the write lock up front, so a checkpoint cannot make
     // the transaction fail half-way with SQLITE_BUSY.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let received_at = Utc::now().timestamp_millis();
     let mut outcomes = Vec::with_capacity(events.len());
     let mut topics: HashMap<&str, (u64, u64)> = HashMap::new();
     {
@@ -308,7 +315,7 @@ fn append(conn: &mut Connection, events: &[&Event]) -> rusqlite::Result<Vec<Outc
                 event.timestamp,
                 event.source,
                 event.payload.get(),
-                received_at,
+                received_at.0,
             ])?;
             if inserted == 1 {
                 let seq = seq_from_sql(tx.last_insert_rowid());
@@ -377,14 +384,8 @@ fn stored_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
         timestamp: row.get(3)?,
         source: row.get(4)?,
         payload,
-        received_at: format_millis(received_at),
+        received_at: CommitTime(received_at).to_rfc3339(),
     })
-}
-
-fn format_millis(millis: i64) -> String {
-    DateTime::<Utc>::from_timestamp_millis(millis)
-        .unwrap_or_default()
-        .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// `seq` is a rowid: positive and far below `i64::MAX`.
@@ -430,7 +431,7 @@ mod tests {
             event("u", "1", "{}"),
         );
         let outcomes = store
-            .append(&[&a, &a_again, &a_changed, &b])
+            .append(&[&a, &a_again, &a_changed, &b], CommitTime(0))
             .expect("append");
         assert_eq!(
             outcomes,
@@ -461,11 +462,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         {
             let store = SqliteStore::open(dir.path(), SyncMode::Full).expect("open");
-            store.append(&[&event("t", "1", "{}")]).expect("append");
+            store
+                .append(&[&event("t", "1", "{}")], CommitTime(0))
+                .expect("append");
         }
         let store = SqliteStore::open(dir.path(), SyncMode::Full).expect("reopen");
         assert_eq!(
-            store.append(&[&event("t", "1", "{}")]).expect("append"),
+            store
+                .append(&[&event("t", "1", "{}")], CommitTime(0))
+                .expect("append"),
             [Outcome::Duplicate]
         );
         assert_eq!(store.last_seq().expect("last seq"), 1);
