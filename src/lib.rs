@@ -11,8 +11,9 @@
 //!   store. Errors are RFC 9457 problem documents ([`http::ApiError`]).
 //! - [`ingest`]: the bounded queue between publish handlers and the single
 //!   consumer thread, which commits many requests per transaction (group
-//!   commit) and answers each after the commit. Its module docs hold the
-//!   protocol and the guarantees.
+//!   commit) and answers each after the commit, then feeds the in-memory
+//!   tail that live subscribers read. Its module docs hold the protocol and
+//!   the guarantees.
 //! - [`store`]: the `Store` trait and its SQLite implementation; the unique
 //!   constraint on `(topic, event_id)` is the dedup set, and counters are
 //!   committed with the events.

@@ -11,8 +11,9 @@
 //!    that is waiting, up to the [batch policy](batch), and appends them in one
 //!    store transaction: one commit, one fsync for many requests.
 //! 4. Only after the commit does it answer each job with its [`Receipt`] and
-//!    release the job's room in the queue; then it advances the commit watch
-//!    (the newest committed `seq`) that subscribers follow.
+//!    release the job's room in the queue; then, while anyone subscribes, it
+//!    frames the new events into the [tail](tail), and advances the commit
+//!    watch (the newest committed `seq`) that subscribers follow.
 //!
 //! # Guarantees
 //!
