@@ -78,7 +78,7 @@ print(v)' "$1" "$2"
 
 # median VALUES...
 median() {
-  printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.1f", m}'
+  printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf (m < 100 ? "%.3f" : "%.1f"), m}'
 }
 
 fresh_dir() { mktemp -d "$WORK/data.XXXXXX"; }

@@ -7,12 +7,12 @@
 //!    when no room frees up within `queue_wait`, it fails with
 //!    [`IngestError::QueueFull`] and the client gets 503 + `Retry-After`.
 //! 2. The request travels as one job with a oneshot reply channel.
-//! 3. The [consumer](consumer) (one thread, the only writer) takes every job
+//! 3. The [`consumer`] (one thread, the only writer) takes every job
 //!    that is waiting, up to the [batch policy](batch), and appends them in one
 //!    store transaction: one commit, one fsync for many requests.
 //! 4. Only after the commit does it answer each job with its [`Receipt`] and
 //!    release the job's room in the queue; then, while anyone subscribes, it
-//!    frames the new events into the [tail](tail), and advances the commit
+//!    frames the new events into the [`tail`], and advances the commit
 //!    watch (the newest committed `seq`) that subscribers follow.
 //!
 //! # Guarantees

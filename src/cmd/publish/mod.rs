@@ -3,7 +3,7 @@
 //! It sends NDJSON events (from files or stdin) or a synthetic load
 //! (`--generate`) to `POST /publish` in batches, over several kept-alive
 //! connections, optionally paced, and delivers each request at least once:
-//! whatever may succeed later is retried ([`sender`]). Re-sending is safe
+//! whatever may succeed later is retried (`sender`). Re-sending is safe
 //! because the server drops duplicates, and that is also why the run stops
 //! at the first request that fails for good: publishing the same input
 //! again after a fix costs nothing but duplicates.
@@ -11,7 +11,7 @@
 //! The run: prepare the source (the generated load is built in full here,
 //! so generating never competes with sending), read `/stats` for
 //! `--verify`, start the clock, keep `--concurrency` requests in flight
-//! until the source runs dry, then print the [summary](report::Summary).
+//! until the source runs dry, then print the summary (`report::Summary`).
 //! The exit code is 0 only when every event was acknowledged (and, with
 //! `--verify`, the server's counters agree).
 
