@@ -8,7 +8,7 @@
 #   RUNS=5 scripts/bench.sh latency
 #
 # Scenarios: fsync, assignment, store, batch, single, single-normal, latency,
-# ceiling, fanout, big (a 10,000,000-event store: startup, RSS, uuid4 vs
+# ceiling, fanout, fanout-split, big (a 10,000,000-event store: startup, RSS, uuid4 vs
 # uuid7 ingest; takes several minutes and ~3 GB of disk).
 #
 # Everything listens on 127.0.0.1 only. Results go to stdout; server logs to
@@ -20,7 +20,7 @@ RUNS=${RUNS:-3}
 PORT=${PORT:-18480}
 URL="http://127.0.0.1:$PORT"
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(fsync assignment store batch single single-normal latency ceiling fanout big)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(fsync assignment store batch single single-normal latency ceiling fanout fanout-split big)
 
 cargo build --release --quiet --bin logagg --example null_server
 BIN=target/release/logagg
@@ -171,10 +171,12 @@ scenario_ceiling() {
     ceiling "$(median "${batch[@]}")" "$(median "${single[@]}")" "$RUNS"
 }
 
-scenario_fanout() {
-  # Publish throughput with 100 subscribers (`logagg subscribe '>'`) attached,
-  # against the same load without them; every subscriber must print every event.
-  local without=() with=() out dir pids i lines
+# fanout_run PATTERNS: publish throughput with 100 subscribers attached, against
+# the same load without them. PATTERNS is `all` (every subscriber follows `>`,
+# 50,000 events each) or `split` (subscriber i follows topic load.(i mod 8),
+# about 6,250 each). Every subscriber must print every matching event.
+fanout_run() {
+  local mode=$1 without=() with=() out dir pids i pattern expected lines deadline topics
   local load="--generate 50000 --batch-size 100 --concurrency 8 --ids uuid4 --topics 8 --payload-bytes 100"
   for _ in $(seq 1 "$RUNS"); do
     start_server "$(fresh_dir)"
@@ -186,27 +188,42 @@ scenario_fanout() {
     start_server "$(fresh_dir)" --subscribers-max 200
     dir=$(fresh_dir)
     pids=()
-    for i in $(seq 1 100); do
-      RUST_LOG=warn "$BIN" subscribe '>' --url "$URL" --count 50000 >"$dir/sub.$i" 2>/dev/null &
+    for i in $(seq 0 99); do
+      pattern='>'
+      [ "$mode" = all ] || pattern="load.$((i % 8))"
+      echo "$pattern" >"$dir/pattern.$i"
+      RUST_LOG=warn "$BIN" subscribe "$pattern" --url "$URL" >"$dir/sub.$i" 2>/dev/null &
       pids+=($!)
     done
     sleep 1
     # shellcheck disable=SC2086
     out=$(publish $load)
     with+=("$(field "$out" events_per_second)")
-    for pid in "${pids[@]}"; do wait "$pid"; done
-    for i in $(seq 1 100); do
-      lines=$(wc -l <"$dir/sub.$i")
-      [ "$lines" -eq 50000 ] || { log "subscriber $i printed $lines of 50000"; return 1; }
+    topics=$(python3 -c 'import json,sys,urllib.request
+print(json.dumps({t["topic"]: t["events"] for t in json.load(urllib.request.urlopen(sys.argv[1]))["topics"]}))' "$URL/topics")
+    deadline=$((SECONDS + 120))
+    for i in $(seq 0 99); do
+      pattern=$(cat "$dir/pattern.$i")
+      if [ "$pattern" = '>' ]; then expected=50000; else expected=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2], 0))' "$topics" "$pattern"); fi
+      while lines=$(wc -l <"$dir/sub.$i"); [ "$lines" -lt "$expected" ]; do
+        [ $SECONDS -lt $deadline ] || { log "subscriber $i ($pattern) printed $lines of $expected"; return 1; }
+        sleep 0.2
+      done
+      [ "$lines" -eq "$expected" ] || { log "subscriber $i ($pattern) printed $lines, expected $expected"; return 1; }
     done
+    kill "${pids[@]}"
+    wait "${pids[@]}" 2>/dev/null || true
     stop_server
   done
   local a b
   a=$(median "${without[@]}")
   b=$(median "${with[@]}")
-  printf '%-19s %s events/s without subscribers, %s with 100 (%s%%); each subscriber got all 50000  (median of %d)\n' \
-    fanout "$a" "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.0f", 100*b/a}')" "$RUNS"
+  printf '%-19s %s events/s without subscribers, %s with 100 (%s%%); each got every matching event  (median of %d)\n' \
+    "fanout-$mode" "$a" "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.0f", 100*b/a}')" "$RUNS"
 }
+
+scenario_fanout() { fanout_run all; }
+scenario_fanout-split() { fanout_run split; }
 
 scenario_big() {
   # A store of 10,000,000 events, built with uuid7 ids in 1,000,000-event

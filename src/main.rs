@@ -44,7 +44,15 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One stream and a health probe need no thread pool; with many
+    // subscribers on one machine the idle worker threads add up.
+    let runtime = match cli.command {
+        Command::Serve(_) | Command::Publish(_) => tokio::runtime::Runtime::new(),
+        Command::Subscribe(_) | Command::Health(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: starting the async runtime: {error}");
