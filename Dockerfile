@@ -43,8 +43,8 @@ ENV LOGAGG_DATA_DIR=/data LOGAGG_LISTEN=0.0.0.0:8080
 ENV NO_COLOR=1
 VOLUME /data
 EXPOSE 8080
-# `logagg health` asks http://127.0.0.1:8080/health (set LOGAGG_URL when
-# LOGAGG_LISTEN moves the port). The image has no curl, and needs none.
+# `logagg health` asks /health on the port in LOGAGG_LISTEN, over loopback
+# (LOGAGG_URL overrides). The image has no curl, and needs none.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
     CMD ["/logagg", "health"]
 ENTRYPOINT ["/logagg"]

@@ -179,3 +179,36 @@ async fn metrics_parse_as_prometheus_text_and_count_events() {
     assert_eq!(samples["logagg_queue_depth_events"], 0.0);
     assert!(!text.contains("missing"), "ids must never become labels");
 }
+
+#[tokio::test]
+async fn health_command_exits_zero_only_for_a_healthy_server() {
+    let app = TestApp::spawn().await;
+    // tokio's Command: the server runs on this test's runtime, so blocking
+    // it while the child asks the server would deadlock.
+    let run = async |envs: Vec<(&'static str, String)>| {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_logagg"))
+            .arg("health")
+            .env_remove("LOGAGG_URL")
+            .env_remove("LOGAGG_LISTEN")
+            .envs(envs)
+            .output()
+            .await
+            .expect("running logagg health");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    // Derived from the server's own listen address, as in the container.
+    let listen = format!("0.0.0.0:{}", app.addr.port());
+    let (code, _) = run(vec![("LOGAGG_LISTEN", listen)]).await;
+    assert_eq!(code, Some(0));
+    let (code, _) = run(vec![("LOGAGG_URL", app.api.base.clone())]).await;
+    assert_eq!(code, Some(0));
+
+    let closed = common::free_port();
+    let (code, stderr) = run(vec![("LOGAGG_URL", format!("http://127.0.0.1:{closed}"))]).await;
+    assert_eq!(code, Some(1));
+    assert_eq!(stderr.trim().lines().count(), 1, "one-line error: {stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+}
