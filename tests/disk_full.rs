@@ -10,8 +10,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{ChildServer, event};
-use serde_json::{Value, json};
+use common::{ChildServer, padded_batch};
+use serde_json::Value;
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct SmallDisk {
@@ -58,17 +58,9 @@ impl Drop for SmallDisk {
     }
 }
 
+/// 20 events of 8 KiB: 160 KiB.
 fn big_batch(round: usize) -> Value {
-    let pad = "z".repeat(8 * 1024);
-    json!(
-        (0..20)
-            .map(|i| {
-                let mut e = event("disk", &format!("{round}-{i}"));
-                e["payload"] = json!({"pad": pad});
-                e
-            })
-            .collect::<Vec<_>>()
-    )
+    padded_batch("disk", &round.to_string(), 20, 8 * 1024)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Api, TestApp, event};
+use common::{Api, TestApp, event, padded_batch};
 use futures_util::StreamExt;
 use logagg::cmd::subscribe::SseParser;
 use serde_json::{Value, json};
@@ -362,19 +362,12 @@ async fn a_subscriber_that_never_reads_does_not_grow_server_memory() {
         .await
         .expect("send request");
 
-    let payload = "x".repeat(16 * 1024);
     let before = rss_kib(pid);
     // 20,000 events of 16 KiB: 320 MiB the stuck stream would hold if it
     // buffered what it cannot send.
     for chunk in 0..100 {
-        let events: Vec<Value> = (0..200)
-            .map(|i| {
-                let mut e = event("big", &format!("{chunk}-{i}"));
-                e["payload"] = json!({"pad": payload});
-                e
-            })
-            .collect();
-        server.api.publish_ok(&json!(events)).await;
+        let events = padded_batch("big", &chunk.to_string(), 200, 16 * 1024);
+        server.api.publish_ok(&events).await;
     }
     let after = rss_kib(pid);
     let grown_mib = after.saturating_sub(before) / 1024;
@@ -486,16 +479,9 @@ async fn a_subscriber_left_behind_by_the_tail_catches_up_from_the_store() {
     assert_eq!(seqs(&stream.take(1).await), [1]);
 
     // 2,000 events of 16 KiB: 32 MiB, twice what the tail keeps.
-    let payload = "y".repeat(16 * 1024);
     for chunk in 0..20 {
-        let events: Vec<Value> = (0..100)
-            .map(|i| {
-                let mut e = event("a", &format!("big-{chunk}-{i}"));
-                e["payload"] = json!({"pad": payload});
-                e
-            })
-            .collect();
-        app.api.publish_ok(&json!(events)).await;
+        let events = padded_batch("a", &format!("big-{chunk}"), 100, 16 * 1024);
+        app.api.publish_ok(&events).await;
     }
     let rest = stream.take(2_000).await;
     assert_eq!(seqs(&rest), (2..=2_001).collect::<Vec<_>>());

@@ -146,6 +146,21 @@ pub fn event(topic: &str, event_id: &str) -> Value {
     })
 }
 
+/// A batch of `count` valid events in `topic`, ids `{prefix}-0`, …, each
+/// with a payload padded to about `pad_bytes`.
+pub fn padded_batch(topic: &str, prefix: &str, count: usize, pad_bytes: usize) -> Value {
+    let pad = "p".repeat(pad_bytes);
+    Value::Array(
+        (0..count)
+            .map(|i| {
+                let mut e = event(topic, &format!("{prefix}-{i}"));
+                e["payload"] = json!({ "pad": pad });
+                e
+            })
+            .collect(),
+    )
+}
+
 /// A server running in this process.
 pub struct TestApp {
     pub api: Api,
