@@ -696,13 +696,7 @@ async fn bad_bodies_headers_and_routes_get_the_right_problem_and_store_nothing()
 #[tokio::test]
 async fn method_not_allowed_names_the_allowed_methods() {
     let app = TestApp::spawn().await;
-    let response = app
-        .api
-        .http
-        .get(app.api.url("/publish"))
-        .send()
-        .await
-        .expect("GET /publish");
+    let response = app.api.get_raw("/publish").await;
     assert_eq!(response.status(), 405);
     let allow = response
         .headers()

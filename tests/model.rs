@@ -185,11 +185,8 @@ struct Page {
 async fn stored_events(api: &Api) -> Vec<Stored> {
     // The model holds at most |TOPICS| x |IDS| keys: one page is all of it.
     let text = api
-        .http
-        .get(api.url("/events?limit=100"))
-        .send()
+        .get_raw("/events?limit=100")
         .await
-        .expect("GET /events")
         .text()
         .await
         .expect("events body");

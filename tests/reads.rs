@@ -33,11 +33,8 @@ async fn stored_event_comes_back_exactly_as_sent() {
     // The payload comes back byte for byte: the big integer is not rounded.
     let text = app
         .api
-        .http
-        .get(app.api.url("/events?topic=auth.login"))
-        .send()
+        .get_raw("/events?topic=auth.login")
         .await
-        .expect("GET /events")
         .text()
         .await
         .expect("body");
@@ -138,13 +135,7 @@ async fn metrics_parse_as_prometheus_text_and_count_events() {
         .publish_ok(&json!([event("a", "1"), event("a", "1"), event("a", "2")]))
         .await;
     let _ = app.api.get("/events/a/missing").await;
-    let response = app
-        .api
-        .http
-        .get(app.api.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics");
+    let response = app.api.get_raw("/metrics").await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.expect("body");
 

@@ -230,13 +230,7 @@ async fn subscribers_past_the_limit_get_503_with_retry_after() {
     let app = TestApp::spawn_with(|config| config.subscribers_max = 2).await;
     let _first = Stream::open(&app.api, "a", None).await;
     let second = Stream::open(&app.api, "a", None).await;
-    let response = app
-        .api
-        .http
-        .get(app.api.url("/subscribe?topic=a"))
-        .send()
-        .await
-        .expect("GET");
+    let response = app.api.get_raw("/subscribe?topic=a").await;
     assert_eq!(response.status(), 503);
     assert!(response.headers().contains_key("retry-after"));
     drop(second);

@@ -94,14 +94,18 @@ impl Api {
         serde_json::from_str(&text).expect("receipt is JSON")
     }
 
-    /// GET a path and return status and JSON body.
-    pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
+    /// GET a path and return the response as it came.
+    pub async fn get_raw(&self, path: &str) -> reqwest::Response {
+        self.http
             .get(self.url(path))
             .send()
             .await
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// GET a path and return status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.get_raw(path).await;
         let status = response.status().as_u16();
         let text = response.text().await.expect("body");
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -116,22 +120,7 @@ impl Api {
 
     /// Every stored event, following `next_after` through all pages.
     pub async fn all_events(&self, topic: Option<&str>) -> Vec<Value> {
-        let mut events = Vec::new();
-        let mut after = 0;
-        loop {
-            let mut path = format!("/events?limit=10000&after={after}");
-            if let Some(topic) = topic {
-                path.push_str(&format!("&topic={topic}"));
-            }
-            let (status, body) = self.get(&path).await;
-            assert_eq!(status, 200, "{body}");
-            let page = body["events"].as_array().expect("events array").clone();
-            events.extend(page);
-            match body["next_after"].as_u64() {
-                Some(next) => after = next,
-                None => return events,
-            }
-        }
+        self.all_events_paged(topic, 10_000).await
     }
 }
 
