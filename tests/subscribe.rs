@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::ops::ControlFlow;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -59,15 +60,18 @@ impl Stream {
                 .await
                 .expect("an event or the end of the stream in time")?
                 .expect("reading the stream");
-            for message in self.parser.feed(&chunk) {
-                let event: Value = serde_json::from_str(&message.data).expect("data is JSON");
+            let ready = &mut self.ready;
+            let flow: ControlFlow<()> = self.parser.feed(&chunk, |message| {
+                let event: Value = serde_json::from_str(message.data).expect("data is JSON");
                 assert_eq!(
-                    message.id.as_deref(),
+                    message.id,
                     Some(event["seq"].to_string().as_str()),
                     "id is the seq"
                 );
-                self.ready.push_back(event);
-            }
+                ready.push_back(event);
+                ControlFlow::Continue(())
+            });
+            assert!(flow.is_continue());
         }
     }
 

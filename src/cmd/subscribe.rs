@@ -12,6 +12,7 @@
 //! restart, which downstream consumers can drop by `seq`.
 
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -179,30 +180,34 @@ impl Follower<'_> {
         let mut received_any = false;
         // Flushed once per network chunk, not per line: at tens of thousands
         // of events a second, a write call per line is most of the cost.
-        let mut stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+        let mut stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
         while let Some(chunk) = stream.next().await {
             let chunk = chunk
                 .context("reading the stream")
                 .map_err(Failure::Retry)?;
             let mut advanced = false;
-            for message in parser.feed(&chunk) {
+            let flow = parser.feed(&chunk, |message| {
                 let Some(seq) = message.id.and_then(|id| id.parse::<u64>().ok()) else {
-                    continue;
+                    return ControlFlow::Continue(());
                 };
                 if seq <= *cursor {
-                    continue; // Already printed; never repeat.
+                    return ControlFlow::Continue(()); // Already printed; never repeat.
                 }
-                writeln!(stdout, "{}", message.data)
-                    .context("writing to stdout")
-                    .map_err(Failure::Fatal)?;
+                if let Err(error) = stdout
+                    .write_all(message.data.as_bytes())
+                    .and_then(|()| stdout.write_all(b"\n"))
+                {
+                    return ControlFlow::Break(Err(error));
+                }
                 *cursor = seq;
                 self.printed += 1;
-                received_any = true;
                 advanced = true;
                 if self.args.count.is_some_and(|count| self.printed >= count) {
-                    break;
+                    return ControlFlow::Break(Ok(()));
                 }
-            }
+                ControlFlow::Continue(())
+            });
+            received_any |= advanced;
             if advanced {
                 stdout
                     .flush()
@@ -212,8 +217,14 @@ impl Follower<'_> {
                     write_cursor(path, *cursor).map_err(Failure::Fatal)?;
                 }
             }
-            if self.args.count.is_some_and(|count| self.printed >= count) {
-                return Ok(Session::Done);
+            match flow {
+                ControlFlow::Continue(()) => {}
+                ControlFlow::Break(Ok(())) => return Ok(Session::Done),
+                ControlFlow::Break(Err(error)) => {
+                    return Err(Failure::Fatal(
+                        anyhow::Error::new(error).context("writing to stdout"),
+                    ));
+                }
             }
         }
         Ok(Session::Dropped { received_any })
@@ -242,62 +253,119 @@ fn write_cursor(path: &Path, seq: u64) -> anyhow::Result<()> {
         .with_context(|| format!("writing cursor file {}", path.display()))
 }
 
-/// One dispatched SSE message.
+/// One dispatched SSE message, borrowed from the parser until the next one.
 #[derive(Debug, PartialEq, Eq)]
-pub struct SseMessage {
-    pub id: Option<String>,
-    pub data: String,
+pub struct SseMessage<'a> {
+    pub id: Option<&'a str>,
+    pub data: &'a str,
 }
 
 /// An incremental parser for the `text/event-stream` format: feed it bytes
-/// as they arrive, get whole messages back. Comments (keep-alives) and
-/// fields other than `id` and `data` are skipped.
+/// as they arrive and it hands each completed message to a callback.
+/// Comments (keep-alives) and fields other than `id` and `data` are skipped;
+/// lines end in LF or CRLF.
+///
+/// It runs once per delivered event in every subscriber, so it neither
+/// allocates per message nor copies a line more than once: lines are found
+/// with `memchr`, and only the unfinished end of a chunk is kept.
 #[derive(Debug, Default)]
 pub struct SseParser {
-    pending: Vec<u8>,
-    id: Option<String>,
-    data: Vec<String>,
+    /// The unfinished last line of the bytes fed so far.
+    partial: Vec<u8>,
+    /// The last `id:` seen (`has_id`): as in browsers' `lastEventId`, it
+    /// stays until the server sends another.
+    id: String,
+    has_id: bool,
+    /// The message's `data:` lines, joined by `\n`.
+    data: Vec<u8>,
+    has_data: bool,
 }
 
 impl SseParser {
-    /// Adds `bytes` and returns the messages they complete.
-    pub fn feed(&mut self, bytes: &[u8]) -> Vec<SseMessage> {
-        self.pending.extend_from_slice(bytes);
-        let mut messages = Vec::new();
-        let mut consumed = 0;
-        while let Some(end) = self.pending[consumed..].iter().position(|b| *b == b'\n') {
-            let raw = &self.pending[consumed..consumed + end];
-            consumed += end + 1;
-            let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-            let line = String::from_utf8_lossy(raw);
-            if line.is_empty() {
-                if !self.data.is_empty() {
-                    let data = if self.data.len() == 1 {
-                        self.data.pop().unwrap_or_default()
-                    } else {
-                        self.data.join("\n")
-                    };
-                    self.data.clear();
-                    messages.push(SseMessage {
-                        id: self.id.take(),
-                        data,
-                    });
-                }
-                continue;
-            }
-            if line.starts_with(':') {
-                continue;
-            }
-            let (field, value) = line.split_once(':').unwrap_or((&line, ""));
-            let value = value.strip_prefix(' ').unwrap_or(value);
-            match field {
-                "id" => self.id = Some(value.to_owned()),
-                "data" => self.data.push(value.to_owned()),
-                _ => {}
-            }
+    /// Feeds `bytes`, calling `on_message` for each message they complete.
+    /// Stops at the first `Break` and returns it; the rest of `bytes` is
+    /// dropped, so stop only when done with the stream.
+    pub fn feed<B>(
+        &mut self,
+        mut bytes: &[u8],
+        mut on_message: impl FnMut(SseMessage<'_>) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        while let Some(end) = memchr::memchr(b'\n', bytes) {
+            let (line, rest) = (&bytes[..end], &bytes[end + 1..]);
+            bytes = rest;
+            let flow = if self.partial.is_empty() {
+                self.line(line, &mut on_message)
+            } else {
+                let mut whole = std::mem::take(&mut self.partial);
+                whole.extend_from_slice(line);
+                let flow = self.line(&whole, &mut on_message);
+                whole.clear();
+                self.partial = whole; // Keeps its capacity.
+                flow
+            };
+            flow?;
         }
-        self.pending.drain(..consumed);
-        messages
+        self.partial.extend_from_slice(bytes);
+        ControlFlow::Continue(())
+    }
+
+    fn line<B>(
+        &mut self,
+        line: &[u8],
+        on_message: &mut impl FnMut(SseMessage<'_>) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return self.dispatch(on_message);
+        }
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(0) => return ControlFlow::Continue(()), // A comment.
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &b""[..]),
+        };
+        match field {
+            b"data" => {
+                if self.has_data {
+                    self.data.push(b'\n');
+                }
+                self.data.extend_from_slice(value);
+                self.has_data = true;
+            }
+            // As in browsers, an id containing NUL is ignored.
+            b"id" if !value.contains(&0) => {
+                self.id.clear();
+                self.id.push_str(&String::from_utf8_lossy(value));
+                self.has_id = true;
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// A blank line ends a message; one without data is not dispatched.
+    fn dispatch<B>(
+        &mut self,
+        on_message: &mut impl FnMut(SseMessage<'_>) -> ControlFlow<B>,
+    ) -> ControlFlow<B> {
+        if !self.has_data {
+            return ControlFlow::Continue(());
+        }
+        if std::str::from_utf8(&self.data).is_err() {
+            // The stream is UTF-8 by definition; decode as browsers do.
+            self.data = String::from_utf8_lossy(&self.data)
+                .into_owned()
+                .into_bytes();
+        }
+        let flow = on_message(SseMessage {
+            id: self.has_id.then_some(self.id.as_str()),
+            data: std::str::from_utf8(&self.data).unwrap_or_default(),
+        });
+        self.data.clear();
+        self.has_data = false;
+        flow
     }
 }
 
@@ -305,24 +373,77 @@ impl SseParser {
 mod tests {
     use super::*;
 
+    /// Feeds chunks one by one; the messages as `(id, data)`.
+    fn parse(chunks: &[&[u8]]) -> Vec<(Option<String>, String)> {
+        let mut parser = SseParser::default();
+        let mut messages = Vec::new();
+        for chunk in chunks {
+            let flow: ControlFlow<()> = parser.feed(chunk, |message| {
+                messages.push((message.id.map(str::to_owned), message.data.to_owned()));
+                ControlFlow::Continue(())
+            });
+            assert!(flow.is_continue());
+        }
+        messages
+    }
+
     #[test]
     fn parser_handles_split_chunks_comments_and_crlf() {
-        let mut parser = SseParser::default();
-        assert!(parser.feed(b": keep-alive\n\nid: 7\nda").is_empty());
-        let messages = parser.feed(b"ta: {\"a\":1}\r\n\r\nid: 8\ndata: x\n\n");
+        let messages = parse(&[
+            b": keep-alive\n\nid: 7\nda",
+            b"ta: {\"a\":1}\r\n\r\nid: 8\ndata: x\n",
+            b"\n",
+        ]);
         assert_eq!(
             messages,
             [
-                SseMessage {
-                    id: Some("7".into()),
-                    data: "{\"a\":1}".into()
-                },
-                SseMessage {
-                    id: Some("8".into()),
-                    data: "x".into()
-                },
+                (Some("7".into()), "{\"a\":1}".into()),
+                (Some("8".into()), "x".into()),
             ]
         );
+    }
+
+    #[test]
+    fn parser_joins_data_lines_and_skips_other_fields() {
+        let messages =
+            parse(&[b"event: x\ndata\ndata: a\ndata:b\nretry: 5\n\nid: 9\n\ndata: c\n\n"]);
+        // `data` with no colon is an empty line of data; an id alone sends
+        // nothing, but the id stays for the messages after it.
+        assert_eq!(
+            messages,
+            [(None, "\na\nb".into()), (Some("9".into()), "c".into())]
+        );
+    }
+
+    #[test]
+    fn parser_splits_anywhere_and_replaces_invalid_utf8() {
+        let stream = b"id: 1\ndata: \xff\xfe ok\n\nid: 2\ndata: {}\n\n";
+        let whole = parse(&[stream]);
+        assert_eq!(
+            whole,
+            [
+                (Some("1".into()), "\u{fffd}\u{fffd} ok".into()),
+                (Some("2".into()), "{}".into())
+            ]
+        );
+        for cut in 1..stream.len() {
+            assert_eq!(
+                parse(&[&stream[..cut], &stream[cut..]]),
+                whole,
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn parser_stops_at_break() {
+        let mut parser = SseParser::default();
+        let mut seen = 0;
+        let flow = parser.feed(b"data: a\n\ndata: b\n\n", |_| {
+            seen += 1;
+            ControlFlow::Break("done")
+        });
+        assert_eq!((flow, seen), (ControlFlow::Break("done"), 1));
     }
 
     #[test]
