@@ -147,6 +147,10 @@ pub struct TopicPattern {
     wildcard: bool,
 }
 
+/// `>` alone: every topic. Checked first, since a subscriber to everything
+/// tests each event delivered to it.
+const EVERYTHING: &str = ">";
+
 impl TopicPattern {
     /// Parses a pattern.
     ///
@@ -190,6 +194,9 @@ impl TopicPattern {
     pub fn matches(&self, topic: &str) -> bool {
         if !self.wildcard {
             return self.pattern == topic;
+        }
+        if self.pattern == EVERYTHING {
+            return !topic.is_empty();
         }
         let mut topic_tokens = topic.split('.');
         for token in self.pattern.split('.') {

@@ -22,7 +22,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, stream};
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -30,7 +30,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::error::ApiQuery;
 use super::{ApiError, AppState};
 use crate::event::TopicPattern;
-use crate::ingest::tail::{Frame, TailRead, Watch};
+use crate::ingest::tail::{TailRead, Watch, write_frame};
 use crate::store::EventQuery;
 
 /// Bounds on subscribers, from `ServeConfig`.
@@ -110,6 +110,7 @@ pub async fn subscribe(
         _slot: slot,
     };
     let chunks = stream::unfold(follow, Follow::next)
+        .flat_map(stream::iter)
         .take_until(shutdown.cancelled_owned())
         .map(Ok::<_, Infallible>);
     Ok((
@@ -158,19 +159,16 @@ struct Follow {
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
 impl Follow {
-    /// The next chunk to send: the frames of up to one page of matching
+    /// The next chunks to send: the frames of up to one page of matching
     /// events, or a keep-alive comment after an idle interval. `None` ends
     /// the stream: the consumer is gone or the store failed; the client
     /// reconnects with `Last-Event-ID` and loses nothing.
-    async fn next(mut self) -> Option<(Bytes, Self)> {
+    async fn next(mut self) -> Option<(Vec<Bytes>, Self)> {
         loop {
-            let (frames, full) = self.read().await?;
-            if !frames.is_empty() {
-                self.state
-                    .metrics
-                    .events_delivered
-                    .inc_by(frames.len() as u64);
-                return Some((frames.concat().into(), self));
+            let (chunks, events, full) = self.read().await?;
+            if events > 0 {
+                self.state.metrics.events_delivered.inc_by(events as u64);
+                return Some((chunks, self));
             }
             if full {
                 continue; // A page of other topics; more may follow at once.
@@ -181,15 +179,15 @@ impl Follow {
             match tokio::time::timeout(keep_alive, committed.wait_for(|seq| *seq > cursor)).await {
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) => return None,
-                Err(_) => return Some((Bytes::from_static(KEEP_ALIVE), self)),
+                Err(_) => return Some((vec![Bytes::from_static(KEEP_ALIVE)], self)),
             }
         }
     }
 
     /// The frames after the cursor from the tail, or from one store page
-    /// when the cursor is older than the tail; and whether more may be
-    /// waiting right away.
-    async fn read(&mut self) -> Option<(Vec<Bytes>, bool)> {
+    /// when the cursor is older than the tail: the buffers to send, how many
+    /// events they hold, and whether more may be waiting right away.
+    async fn read(&mut self) -> Option<(Vec<Bytes>, usize, bool)> {
         let page = self.state.limits.subscribe.page_events;
         let pattern = &self.pattern;
         match self
@@ -197,16 +195,20 @@ impl Follow {
             .tail
             .read(self.cursor, page, |topic| pattern.matches(topic))
         {
-            TailRead::Frames { frames, cursor } => {
+            TailRead::Frames {
+                chunks,
+                events,
+                cursor,
+            } => {
                 let full = cursor < *self.state.committed.borrow();
                 self.cursor = cursor;
-                Some((frames, full))
+                Some((chunks, events, full))
             }
             TailRead::Behind => self.read_store(page).await,
         }
     }
 
-    async fn read_store(&mut self, limit: usize) -> Option<(Vec<Bytes>, bool)> {
+    async fn read_store(&mut self, limit: usize) -> Option<(Vec<Bytes>, usize, bool)> {
         let query = EventQuery {
             topic: self.pattern.exact().map(str::to_owned),
             after: self.cursor,
@@ -223,11 +225,12 @@ impl Follow {
         if let Some(last) = page.last() {
             self.cursor = last.seq;
         }
-        let frames = page
-            .iter()
-            .filter(|event| self.pattern.matches(&event.topic))
-            .map(|event| Frame::new(&event.view()).bytes)
-            .collect();
-        Some((frames, full))
+        let mut frames = BytesMut::new();
+        let mut events = 0;
+        for event in page.iter().filter(|e| self.pattern.matches(&e.topic)) {
+            write_frame(&mut frames, &event.view());
+            events += 1;
+        }
+        Some((vec![frames.freeze()], events, full))
     }
 }

@@ -15,7 +15,7 @@ use std::time::Instant;
 use tokio::sync::{mpsc, watch};
 
 use super::batch::{Batch, BatchPolicy};
-use super::tail::{Frame, Tail};
+use super::tail::{Framer, Tail};
 use super::{IngestError, Job, Receipt};
 use crate::event::Event;
 use crate::metrics::Metrics;
@@ -155,20 +155,19 @@ impl Followers {
         let last = stored.clone().next_back().map_or(previous, |(seq, _)| seq);
         if self.tail.is_watched() {
             let received_at = received_at.to_rfc3339();
-            let frames = stored
-                .map(|(seq, event)| {
-                    Frame::new(&EventView {
-                        seq,
-                        topic: event.topic.as_str(),
-                        event_id: event.event_id.as_str(),
-                        timestamp: &event.timestamp,
-                        source: &event.source,
-                        payload: &event.payload,
-                        received_at: &received_at,
-                    })
-                })
-                .collect();
-            self.tail.extend(previous, last, frames);
+            let mut framer = Framer::default();
+            for (seq, event) in stored {
+                framer.push(&EventView {
+                    seq,
+                    topic: event.topic.as_str(),
+                    event_id: event.event_id.as_str(),
+                    timestamp: &event.timestamp,
+                    source: &event.source,
+                    payload: &event.payload,
+                    received_at: &received_at,
+                });
+            }
+            self.tail.extend(previous, last, framer.finish());
         } else {
             self.tail.clear();
         }

@@ -9,11 +9,19 @@
 //! is older than the tail reads the store, as before, so nothing is lost when
 //! it falls behind; the tail only saves work.
 //!
+//! Frames are written one after another into shared blocks of up to
+//! [`BLOCK_BYTES`], so a subscriber that wants a run of consecutive frames
+//! (everyone following `>`) sends one slice of a block, shared by all
+//! subscribers, instead of copying each frame. A short run is copied
+//! instead, so a subscriber that stops reading never pins a block much
+//! larger than what it has in flight.
+//!
 //! Invariant: the tail holds *every* event with `after < seq <= covered`, in
 //! `seq` order. The consumer keeps it only while someone subscribes
 //! ([`Tail::watch`]); otherwise it is empty and costs nothing.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -35,32 +43,87 @@ impl TailLimits {
     };
 }
 
-/// One committed event as a ready-to-send SSE frame.
+/// The size at which a block of frames is closed and a new one begun.
+pub const BLOCK_BYTES: usize = 64 * 1024;
+
+/// Runs shorter than this are copied rather than shared, so what a reader
+/// holds pins at most four times its own size.
+const SHARE_MIN: usize = BLOCK_BYTES / 4;
+
+/// One committed event as a ready-to-send SSE frame ([`write_frame`]), at
+/// `range` in a block shared with its neighbours.
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub seq: u64,
     pub topic: Box<str>,
-    /// `id: <seq>\ndata: <event JSON>\n\n`.
-    pub bytes: Bytes,
+    block: Bytes,
+    range: Range<usize>,
 }
 
 impl Frame {
-    /// Frames one stored event.
-    pub fn new(event: &EventView<'_>) -> Self {
-        let mut bytes = BytesMut::with_capacity(96 + event.payload.get().len());
-        bytes.put_slice(b"id: ");
-        bytes.put_slice(event.seq.to_string().as_bytes());
-        bytes.put_slice(b"\ndata: ");
-        let mut writer = bytes.writer();
-        // Compact JSON has no newline, so the event is one `data:` line.
-        serde_json::to_writer(&mut writer, event).expect("events serialize to memory");
-        let mut bytes = writer.into_inner();
-        bytes.put_slice(b"\n\n");
-        Self {
-            seq: event.seq,
-            topic: event.topic.into(),
-            bytes: bytes.freeze(),
+    /// The frame's bytes.
+    pub fn bytes(&self) -> Bytes {
+        self.block.slice(self.range.clone())
+    }
+
+    fn len(&self) -> usize {
+        self.range.len()
+    }
+}
+
+/// Appends `event` to `buf` as one SSE message: `id: <seq>\ndata: <event
+/// JSON>\n\n`, the JSON shaped as in `/events`.
+pub fn write_frame(buf: &mut BytesMut, event: &EventView<'_>) {
+    buf.reserve(96 + event.payload.get().len());
+    buf.put_slice(b"id: ");
+    buf.put_slice(event.seq.to_string().as_bytes());
+    buf.put_slice(b"\ndata: ");
+    let mut writer = std::mem::take(buf).writer();
+    // Compact JSON has no newline, so the event is one `data:` line.
+    serde_json::to_writer(&mut writer, event).expect("events serialize to memory");
+    *buf = writer.into_inner();
+    buf.put_slice(b"\n\n");
+}
+
+/// Frames events in order into blocks of about [`BLOCK_BYTES`].
+#[derive(Debug, Default)]
+pub struct Framer {
+    block: BytesMut,
+    /// `(seq, topic, range)` of the frames in `block`.
+    open: Vec<(u64, Box<str>, Range<usize>)>,
+    frames: Vec<Frame>,
+}
+
+impl Framer {
+    /// Appends one event's frame.
+    pub fn push(&mut self, event: &EventView<'_>) {
+        let start = self.block.len();
+        write_frame(&mut self.block, event);
+        let end = self.block.len();
+        self.open.push((event.seq, event.topic.into(), start..end));
+        if end >= BLOCK_BYTES {
+            self.close_block();
         }
+    }
+
+    /// The frames pushed so far, in order.
+    pub fn finish(mut self) -> Vec<Frame> {
+        self.close_block();
+        self.frames
+    }
+
+    fn close_block(&mut self) {
+        if self.open.is_empty() {
+            return;
+        }
+        let block = std::mem::take(&mut self.block).freeze();
+        self.frames
+            .extend(self.open.drain(..).map(|(seq, topic, range)| Frame {
+                seq,
+                topic,
+                block: block.clone(),
+                range,
+            }));
     }
 }
 
@@ -69,9 +132,14 @@ impl Frame {
 pub enum TailRead {
     /// The cursor is older than the tail: read the store instead.
     Behind,
-    /// Matching frames after the cursor (possibly none), and the cursor to
-    /// continue from.
-    Frames { frames: Vec<Bytes>, cursor: u64 },
+    /// The matching frames after the cursor (`events` of them, possibly
+    /// none) in as few buffers as may be shared, and the cursor to continue
+    /// from.
+    Frames {
+        chunks: Vec<Bytes>,
+        events: usize,
+        cursor: u64,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -137,7 +205,7 @@ impl Tail {
             }
         }
         for frame in frames {
-            ring.bytes += frame.bytes.len();
+            ring.bytes += frame.len();
             ring.frames.push_back(frame);
         }
         while ring.frames.len() > self.limits.events_max || ring.bytes > self.limits.bytes_max {
@@ -145,7 +213,7 @@ impl Tail {
                 .frames
                 .pop_front()
                 .expect("over a limit means not empty");
-            ring.bytes -= oldest.bytes.len();
+            ring.bytes -= oldest.len();
             if let Some((after, _)) = ring.range.as_mut() {
                 *after = oldest.seq;
             }
@@ -169,7 +237,7 @@ impl Tail {
             return TailRead::Behind;
         }
         let start = ring.frames.partition_point(|frame| frame.seq <= cursor);
-        let mut frames = Vec::new();
+        let mut chunks = Chunks::default();
         // Past the last frame the tail still vouches for everything up to
         // `covered` (a commit of duplicates adds no frame).
         let mut next = cursor.max(covered);
@@ -181,13 +249,62 @@ impl Tail {
             }
             last_examined = frame.seq;
             if wanted(&frame.topic) {
-                frames.push(frame.bytes.clone());
+                chunks.push(frame);
             }
         }
+        let (chunks, events) = chunks.finish();
         TailRead::Frames {
-            frames,
+            chunks,
+            events,
             cursor: next,
         }
+    }
+}
+
+/// Gathers frames for one reader: consecutive frames of one block become a
+/// single shared slice when long enough, and short runs are copied.
+#[derive(Default)]
+struct Chunks<'a> {
+    done: Vec<Bytes>,
+    copied: BytesMut,
+    run: Option<(&'a Bytes, Range<usize>)>,
+    events: usize,
+}
+
+impl<'a> Chunks<'a> {
+    fn push(&mut self, frame: &'a Frame) {
+        self.events += 1;
+        if let Some((block, run)) = &mut self.run
+            && block.as_ptr() == frame.block.as_ptr()
+            && run.end == frame.range.start
+        {
+            run.end = frame.range.end;
+            return;
+        }
+        self.end_run();
+        self.run = Some((&frame.block, frame.range.clone()));
+    }
+
+    fn end_run(&mut self) {
+        let Some((block, run)) = self.run.take() else {
+            return;
+        };
+        if run.len() < SHARE_MIN {
+            self.copied.put_slice(&block[run]);
+            return;
+        }
+        if !self.copied.is_empty() {
+            self.done.push(self.copied.split().freeze());
+        }
+        self.done.push(block.slice(run));
+    }
+
+    fn finish(mut self) -> (Vec<Bytes>, usize) {
+        self.end_run();
+        if !self.copied.is_empty() {
+            self.done.push(self.copied.freeze());
+        }
+        (self.done, self.events)
     }
 }
 
@@ -196,47 +313,68 @@ mod tests {
     use super::*;
     use serde_json::value::RawValue;
 
-    fn frame(seq: u64, topic: &str) -> Frame {
-        let payload = RawValue::from_string("{}".to_owned()).expect("json");
-        Frame::new(&EventView {
-            seq,
-            topic,
-            event_id: "e",
-            timestamp: "t",
-            source: "s",
-            payload: &payload,
-            received_at: "r",
-        })
+    /// Frames `(seq, topic)` pairs, each event with `payload_bytes` of payload.
+    fn framed(events: &[(u64, &str)], payload_bytes: usize) -> Vec<Frame> {
+        let payload =
+            RawValue::from_string(format!("\"{}\"", "x".repeat(payload_bytes))).expect("json");
+        let mut framer = Framer::default();
+        for &(seq, topic) in events {
+            framer.push(&EventView {
+                seq,
+                topic,
+                event_id: "e",
+                timestamp: "t",
+                source: "s",
+                payload: &payload,
+                received_at: "r",
+            });
+        }
+        framer.finish()
     }
 
+    fn frames(events: &[(u64, &str)]) -> Vec<Frame> {
+        framed(events, 0)
+    }
+
+    /// The `id:` lines of what a read returned, and its cursor.
     fn seqs(read: TailRead) -> (Vec<String>, u64) {
         match read {
             TailRead::Behind => panic!("expected frames"),
-            TailRead::Frames { frames, cursor } => (
-                frames
-                    .iter()
-                    .map(|f| {
-                        String::from_utf8_lossy(f)
-                            .lines()
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned()
-                    })
-                    .collect(),
+            TailRead::Frames {
+                chunks,
+                events,
                 cursor,
-            ),
+            } => {
+                let ids: Vec<String> = chunks
+                    .iter()
+                    .flat_map(|chunk| {
+                        String::from_utf8_lossy(chunk)
+                            .lines()
+                            .filter(|line| line.starts_with("id: "))
+                            .map(str::to_owned)
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                assert_eq!(ids.len(), events, "events counts the frames");
+                (ids, cursor)
+            }
         }
     }
 
     #[test]
     fn frames_are_one_sse_message_each() {
-        let frame = frame(7, "a");
+        let frames = frames(&[(7, "a"), (8, "b")]);
         assert_eq!(
-            &frame.bytes[..],
+            &frames[0].bytes()[..],
             br#"id: 7
-data: {"seq":7,"topic":"a","event_id":"e","timestamp":"t","source":"s","payload":{},"received_at":"r"}
+data: {"seq":7,"topic":"a","event_id":"e","timestamp":"t","source":"s","payload":"","received_at":"r"}
 
 "#
+        );
+        assert!(
+            frames[1]
+                .bytes()
+                .starts_with(b"id: 8\ndata: {\"seq\":8,\"topic\":\"b\"")
         );
     }
 
@@ -244,7 +382,7 @@ data: {"seq":7,"topic":"a","event_id":"e","timestamp":"t","source":"s","payload"
     fn reads_follow_the_cursor_and_the_filter() {
         let tail = Tail::new(TailLimits::DEFAULT);
         assert!(matches!(tail.read(0, 10, |_| true), TailRead::Behind));
-        tail.extend(10, 13, vec![frame(11, "a"), frame(12, "b"), frame(13, "a")]);
+        tail.extend(10, 13, frames(&[(11, "a"), (12, "b"), (13, "a")]));
         assert!(matches!(tail.read(9, 10, |_| true), TailRead::Behind));
         assert_eq!(
             seqs(tail.read(10, 10, |t| t == "a")),
@@ -257,7 +395,7 @@ data: {"seq":7,"topic":"a","event_id":"e","timestamp":"t","source":"s","payload"
         assert_eq!(seqs(tail.read(13, 10, |_| true)), (vec![], 13));
         // A commit of duplicates only moves nothing but keeps coverage.
         tail.extend(13, 13, vec![]);
-        tail.extend(13, 14, vec![frame(14, "a")]);
+        tail.extend(13, 14, frames(&[(14, "a")]));
         assert_eq!(
             seqs(tail.read(13, 10, |_| true)),
             (vec!["id: 14".into()], 14)
@@ -267,8 +405,8 @@ data: {"seq":7,"topic":"a","event_id":"e","timestamp":"t","source":"s","payload"
     #[test]
     fn a_gap_restarts_the_tail() {
         let tail = Tail::new(TailLimits::DEFAULT);
-        tail.extend(0, 2, vec![frame(1, "a"), frame(2, "a")]);
-        tail.extend(5, 6, vec![frame(6, "a")]);
+        tail.extend(0, 2, frames(&[(1, "a"), (2, "a")]));
+        tail.extend(5, 6, frames(&[(6, "a")]));
         assert!(matches!(tail.read(2, 10, |_| true), TailRead::Behind));
         assert_eq!(seqs(tail.read(5, 10, |_| true)), (vec!["id: 6".into()], 6));
     }
@@ -279,10 +417,50 @@ data: {"seq":7,"topic":"a","event_id":"e","timestamp":"t","source":"s","payload"
             events_max: 2,
             bytes_max: usize::MAX,
         });
-        tail.extend(0, 3, vec![frame(1, "a"), frame(2, "a"), frame(3, "a")]);
+        tail.extend(0, 3, frames(&[(1, "a"), (2, "a"), (3, "a")]));
         assert!(matches!(tail.read(0, 10, |_| true), TailRead::Behind));
         assert_eq!(seqs(tail.read(1, 10, |_| true)).0.len(), 2);
         tail.clear();
         assert!(matches!(tail.read(3, 10, |_| true), TailRead::Behind));
+    }
+
+    #[test]
+    fn long_runs_are_shared_and_short_ones_copied() {
+        // 600 frames of about 400 bytes: four blocks.
+        let events: Vec<(u64, &str)> = (1..=600)
+            .map(|seq| (seq, if seq % 2 == 0 { "even" } else { "odd" }))
+            .collect();
+        let frames = framed(&events, 300);
+        let blocks = frames
+            .windows(2)
+            .filter(|pair| pair[0].block.as_ptr() != pair[1].block.as_ptr())
+            .count()
+            + 1;
+        assert_eq!(blocks, 4, "blocks close at BLOCK_BYTES");
+        let whole: Vec<u8> = frames.iter().flat_map(|f| f.bytes().to_vec()).collect();
+        let first = frames[0].bytes();
+        let tail = Tail::new(TailLimits::DEFAULT);
+        tail.extend(0, 600, frames.clone());
+
+        // Everything: one slice per block, the first one not copied.
+        let TailRead::Frames { chunks, events, .. } = tail.read(0, 1_000, |_| true) else {
+            panic!("expected frames");
+        };
+        assert_eq!(events, 600);
+        assert!(chunks.len() <= blocks, "{} chunks", chunks.len());
+        assert_eq!(chunks[0].as_ptr(), first.as_ptr(), "shared, not copied");
+        assert_eq!(chunks.concat(), whole);
+
+        // Every other frame: runs of one frame, copied into one buffer.
+        let TailRead::Frames { chunks, events, .. } = tail.read(0, 1_000, |t| t == "even") else {
+            panic!("expected frames");
+        };
+        assert_eq!((events, chunks.len()), (300, 1));
+        let evens: Vec<u8> = frames
+            .iter()
+            .filter(|f| f.seq % 2 == 0)
+            .flat_map(|f| f.bytes().to_vec())
+            .collect();
+        assert_eq!(chunks[0], evens);
     }
 }
