@@ -8,8 +8,9 @@
 #   RUNS=5 scripts/bench.sh latency
 #
 # Scenarios: fsync, assignment, store, batch, single, single-normal, latency,
-# ceiling, fanout, fanout-split, big (a 10,000,000-event store: startup, RSS, uuid4 vs
-# uuid7 ingest; takes several minutes and ~3 GB of disk).
+# ceiling, fanout, fanout-split, fanout-pinned, big (a 10,000,000-event store:
+# startup, RSS, uuid4 vs uuid7 ingest; takes several minutes and ~3 GB of
+# disk).
 #
 # Everything listens on 127.0.0.1 only. Results go to stdout; server logs to
 # the temp dir, kept when a scenario fails.
@@ -20,13 +21,17 @@ RUNS=${RUNS:-3}
 PORT=${PORT:-18480}
 URL="http://127.0.0.1:$PORT"
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(fsync assignment store batch single single-normal latency ceiling fanout fanout-split big)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(fsync assignment store batch single single-normal latency ceiling fanout fanout-split fanout-pinned big)
 
 cargo build --release --quiet --bin logagg --example null_server
 BIN=target/release/logagg
 NULL_SERVER=target/release/examples/null_server
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/logagg-bench.XXXXXX")
 SERVER=""
+# Command prefixes that pin the server and publisher, and the subscribers, to
+# CPUs (the fanout-pinned scenarios); empty otherwise.
+PIN_SERVER=()
+PIN_SUBSCRIBERS=()
 
 cleanup() {
   [ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null || true
@@ -51,7 +56,7 @@ wait_healthy() {
 start_server() {
   local dir=$1
   shift
-  RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$dir" "$@" >"$WORK/server.log" 2>&1 &
+  RUST_LOG=warn "${PIN_SERVER[@]}" "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$dir" "$@" >"$WORK/server.log" 2>&1 &
   SERVER=$!
   wait_healthy
 }
@@ -65,7 +70,7 @@ stop_server() {
 # publish [publish flags...]: the --json summary on stdout; fails unless
 # every event was acknowledged.
 publish() {
-  "$BIN" publish --url "$URL" --json "$@" 2>"$WORK/publish.err"
+  "${PIN_SERVER[@]}" "$BIN" publish --url "$URL" --json "$@" 2>"$WORK/publish.err"
 }
 
 # field JSON KEY.PATH: one value from a JSON document.
@@ -171,59 +176,104 @@ scenario_ceiling() {
     ceiling "$(median "${batch[@]}")" "$(median "${single[@]}")" "$RUNS"
 }
 
-# fanout_run PATTERNS: publish throughput with 100 subscribers attached, against
-# the same load without them. PATTERNS is `all` (every subscriber follows `>`,
-# 50,000 events each) or `split` (subscriber i follows topic load.(i mod 8),
-# about 6,250 each). Every subscriber must print every matching event.
+cpu_seconds() { awk '{printf "%.2f", ($14 + $15) / 100}' "/proc/$1/stat"; }
+
+# fanout_run MODE [pinned]: publish throughput with 100 subscribers attached,
+# against the same load without them. MODE is `all` (every subscriber follows
+# `>`, 50,000 events each) or `split` (subscriber i follows topic
+# load.(i mod 8), about 6,250 each). Every subscriber must print every
+# matching event once, in seq order. Also reported: the server's CPU time with
+# and without subscribers, and how long after the publish ended the last
+# subscriber had everything. With `pinned`, the server and publisher run on
+# CPU 0 and the subscribers on CPU 1, in both runs: a stand-in for
+# subscribers on other machines. Subscriber output goes to /dev/shm when it
+# exists, so 1.6 GB of it does not compete with the server's fsyncs for the
+# disk.
 fanout_run() {
-  local mode=$1 without=() with=() out dir pids i pattern expected lines deadline topics
-  local load="--generate 50000 --batch-size 100 --concurrency 8 --ids uuid4 --topics 8 --payload-bytes 100"
+  local mode=$1 pinned=${2:-} name without=() with=() cpu_without=() cpu_with=() cpu_subscribers=() lags=()
+  local load out dir group i expected lines topics c0 t_end watchdog
+  load="--generate 50000 --batch-size 100 --concurrency 8 --ids uuid4 --topics 8 --payload-bytes 100 --seed 1"
+  name="fanout-$mode${pinned:+-pinned}"
+  if [ -n "$pinned" ]; then
+    PIN_SERVER=(taskset -c 0)
+    PIN_SUBSCRIBERS=(taskset -c 1)
+  fi
   for _ in $(seq 1 "$RUNS"); do
     start_server "$(fresh_dir)"
+    c0=$(cpu_seconds "$SERVER")
     # shellcheck disable=SC2086
     out=$(publish $load)
+    cpu_without+=("$(awk -v a="$c0" -v b="$(cpu_seconds "$SERVER")" 'BEGIN {printf "%.2f", b-a}')")
     without+=("$(field "$out" events_per_second)")
+    # The same seed publishes the same events again below, so each
+    # subscriber can be told how many to expect and exit once it has them.
+    topics=$(python3 -c 'import json,sys,urllib.request
+print(json.dumps({t["topic"]: t["events"] for t in json.load(urllib.request.urlopen(sys.argv[1]))["topics"]}))' "$URL/topics")
     stop_server
 
     start_server "$(fresh_dir)" --subscribers-max 200
-    dir=$(fresh_dir)
-    pids=()
-    for i in $(seq 0 99); do
-      pattern='>'
-      [ "$mode" = all ] || pattern="load.$((i % 8))"
-      echo "$pattern" >"$dir/pattern.$i"
-      RUST_LOG=warn "$BIN" subscribe "$pattern" --url "$URL" >"$dir/sub.$i" 2>/dev/null &
-      pids+=($!)
-    done
-    sleep 1
+    dir=$(mktemp -d "$( [ -w /dev/shm ] && echo /dev/shm || echo "$WORK")/logagg-fanout.XXXXXX")
+    # The subscribers run in a subshell that waits for them all and then
+    # reports their CPU time (its children's, from `times`).
+    # Subscriber i's pattern and how many events it must print.
+    python3 -c 'import json,sys
+topics, mode, out = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+for i in range(100):
+    pattern = ">" if mode == "all" else f"load.{i % 8}"
+    expected = sum(topics.values()) if pattern == ">" else topics.get(pattern, 0)
+    open(f"{out}/expected.{i}", "w").write(str(expected))
+    print(i, pattern, expected)' "$topics" "$mode" "$dir" >"$dir/plan"
+    (
+      # No other child processes here: they would count in `times`.
+      while read -r i pattern expected; do
+        # Each exits once it has printed all it expects.
+        RUST_LOG=warn "${PIN_SUBSCRIBERS[@]}" "$BIN" subscribe "$pattern" --url "$URL" \
+          --count "$expected" >"$dir/sub.$i" 2>/dev/null &
+      done <"$dir/plan"
+      wait
+      times >"$dir/times"
+    ) &
+    group=$!
+    sleep 2
+    c0=$(cpu_seconds "$SERVER")
     # shellcheck disable=SC2086
     out=$(publish $load)
+    t_end=$(date +%s.%N)
     with+=("$(field "$out" events_per_second)")
-    topics=$(python3 -c 'import json,sys,urllib.request
-print(json.dumps({t["topic"]: t["events"] for t in json.load(urllib.request.urlopen(sys.argv[1]))["topics"]}))' "$URL/topics")
-    deadline=$((SECONDS + 120))
+    ( sleep 120 && pkill -P "$group" ) 2>/dev/null &
+    watchdog=$!
+    wait "$group"
+    lags+=("$(awk -v a="$t_end" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b-a}')")
+    cpu_with+=("$(awk -v a="$c0" -v b="$(cpu_seconds "$SERVER")" 'BEGIN {printf "%.2f", b-a}')")
+    cpu_subscribers+=("$(tail -1 "$dir/times" | tr 'ms' '  ' | awk '{printf "%.2f", $1 * 60 + $2 + $3 * 60 + $4}')")
+    kill "$watchdog" 2>/dev/null || true
     for i in $(seq 0 99); do
-      pattern=$(cat "$dir/pattern.$i")
-      if [ "$pattern" = '>' ]; then expected=50000; else expected=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2], 0))' "$topics" "$pattern"); fi
-      while lines=$(wc -l <"$dir/sub.$i"); [ "$lines" -lt "$expected" ]; do
-        [ $SECONDS -lt $deadline ] || { log "subscriber $i ($pattern) printed $lines of $expected"; return 1; }
-        sleep 0.2
-      done
-      [ "$lines" -eq "$expected" ] || { log "subscriber $i ($pattern) printed $lines, expected $expected"; return 1; }
+      # Exactly the expected lines, seqs strictly increasing: none missed,
+      # repeated or out of order (each line starts {"seq":N,).
+      lines=$(wc -l <"$dir/sub.$i")
+      expected=$(cat "$dir/expected.$i")
+      [ "$lines" -eq "$expected" ] || { log "subscriber $i printed $lines, expected $expected"; return 1; }
+      cut -d, -f1 "$dir/sub.$i" | cut -d: -f2 | sort -c -n -u ||
+        { log "subscriber $i: seqs not strictly increasing"; return 1; }
     done
-    kill "${pids[@]}"
-    wait "${pids[@]}" 2>/dev/null || true
+    rm -rf "$dir"
     stop_server
   done
-  local a b
+  PIN_SERVER=()
+  PIN_SUBSCRIBERS=()
+  local a b ca cb
   a=$(median "${without[@]}")
   b=$(median "${with[@]}")
-  printf '%-19s %s events/s without subscribers, %s with 100 (%s%%); each got every matching event  (median of %d)\n' \
-    "fanout-$mode" "$a" "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.0f", 100*b/a}')" "$RUNS"
+  ca=$(median "${cpu_without[@]}")
+  cb=$(median "${cpu_with[@]}")
+  printf '%-19s %s events/s without subscribers, %s with 100 (%s%%); each got every matching event once, in order; all delivered %s s after the publish ended; server CPU %s s alone, %s s with them; subscribers CPU %s s  (median of %d; with: %s)\n' \
+    "$name" "$a" "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.0f", 100*b/a}')" \
+    "$(median "${lags[@]}")" "$ca" "$cb" "$(median "${cpu_subscribers[@]}")" "$RUNS" "${with[*]}"
 }
 
 scenario_fanout() { fanout_run all; }
 scenario_fanout-split() { fanout_run split; }
+scenario_fanout-pinned() { fanout_run all pinned; }
 
 scenario_big() {
   # A store of 10,000,000 events, built with uuid7 ids in 1,000,000-event
