@@ -54,15 +54,16 @@ const SHARE_MIN: usize = BLOCK_BYTES / 4;
 /// `range` in a block shared with its neighbours.
 #[derive(Debug, Clone)]
 pub struct Frame {
-    pub seq: u64,
-    pub topic: Box<str>,
+    seq: u64,
+    topic: Box<str>,
     block: Bytes,
     range: Range<usize>,
 }
 
 impl Frame {
     /// The frame's bytes.
-    pub fn bytes(&self) -> Bytes {
+    #[cfg(test)]
+    fn bytes(&self) -> Bytes {
         self.block.slice(self.range.clone())
     }
 
@@ -78,10 +79,8 @@ pub fn write_frame(buf: &mut BytesMut, event: &EventView<'_>) {
     buf.put_slice(b"id: ");
     buf.put_slice(event.seq.to_string().as_bytes());
     buf.put_slice(b"\ndata: ");
-    let mut writer = std::mem::take(buf).writer();
     // Compact JSON has no newline, so the event is one `data:` line.
-    serde_json::to_writer(&mut writer, event).expect("events serialize to memory");
-    *buf = writer.into_inner();
+    serde_json::to_writer((&mut *buf).writer(), event).expect("events serialize to memory");
     buf.put_slice(b"\n\n");
 }
 
