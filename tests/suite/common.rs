@@ -5,10 +5,10 @@
 //! process, for tests that kill or restart it. Every call has a timeout so a
 //! bug fails the test instead of hanging it. Logs stay quiet unless
 //! `TEST_LOG` is set.
-#![allow(dead_code)] // each test binary uses its own part of the harness
 
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
@@ -191,10 +191,6 @@ impl TestApp {
         }
     }
 
-    pub fn data_dir(&self) -> &Path {
-        &self.config.data_dir
-    }
-
     /// Graceful shutdown, as on SIGTERM; waits until it has completed.
     pub async fn stop(&mut self) {
         self.shutdown.cancel();
@@ -205,15 +201,6 @@ impl TestApp {
                 .expect("server task did not panic")
                 .expect("server shut down cleanly");
         }
-    }
-
-    /// Stops the server and starts a new one on the same data directory
-    /// (and a new port).
-    pub async fn restart(mut self) -> Self {
-        self.stop().await;
-        let mut config = self.config.clone();
-        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        Self::start(config, self._dir.take()).await
     }
 }
 
@@ -227,34 +214,41 @@ impl Drop for TestApp {
 pub struct ChildServer {
     pub child: Child,
     pub api: Api,
-    pub data_dir: PathBuf,
 }
 
 impl ChildServer {
-    /// Starts `logagg serve` on a free loopback port and waits for /health.
+    /// Starts `logagg serve` on an ephemeral loopback port, reads the bound
+    /// address back from its log, and waits for /health.
     pub async fn start(data_dir: &Path) -> Self {
-        let port = free_port();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let child = Command::new(env!("CARGO_BIN_EXE_logagg"))
+        Self::start_with(data_dir, &[]).await
+    }
+
+    /// As [`start`](Self::start), with extra `serve` arguments.
+    pub async fn start_with(data_dir: &Path, args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_logagg"))
             .arg("serve")
-            .env("LOGAGG_LISTEN", addr.to_string())
+            .args(args)
+            .env("LOGAGG_LISTEN", "127.0.0.1:0")
             .env("LOGAGG_DATA_DIR", data_dir)
+            .env("LOGAGG_LOG_FORMAT", "json")
             .env(
                 "RUST_LOG",
                 if std::env::var_os("TEST_LOG").is_some() {
                     "debug"
                 } else {
-                    "warn"
+                    "warn,logagg=info"
                 },
             )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("spawning logagg serve");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let addr = listening_address(stderr);
         let server = Self {
             child,
             api: Api::new(addr),
-            data_dir: data_dir.to_path_buf(),
         };
         server.wait_healthy().await;
         server
@@ -301,13 +295,69 @@ impl Drop for ChildServer {
     }
 }
 
-/// A port that was free a moment ago (the child binds it right after).
-pub fn free_port() -> u16 {
+/// Reads a child server's JSON log lines until the one that names its bound
+/// address, then keeps draining the pipe on a thread (echoing it when
+/// `TEST_LOG` is set) so the child never blocks on a full pipe.
+///
+/// # Panics
+/// When the child exits or stays silent for 30 s without listening.
+fn listening_address(stderr: std::process::ChildStderr) -> SocketAddr {
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let echo = std::env::var_os("TEST_LOG").is_some();
+        let mut found = Some(found);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if echo {
+                eprintln!("server: {line}");
+            }
+            let Some(sender) = &found else { continue };
+            let logged: Value = serde_json::from_str(&line).unwrap_or_default();
+            if logged["fields"]["message"] == "logagg listening"
+                && let Some(addr) = logged["fields"]["address"].as_str()
+                && let Ok(addr) = addr.parse::<SocketAddr>()
+            {
+                let _ = sender.send(addr);
+                found = None;
+            } else if !echo && logged["level"] != "INFO" {
+                eprintln!("server: {line}");
+            }
+        }
+    });
+    address
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server logs its bound address within 30 s")
+}
+
+/// A port that nothing listens on: bound, read back, and closed again.
+pub fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("binding an ephemeral port")
         .local_addr()
         .expect("local addr")
         .port()
+}
+
+/// Whether every test that needs a real outside component (Docker, a tmpfs
+/// mount, PostgreSQL, a Python client, a browser, ...) must run: set
+/// `LOGAGG_REQUIRE_ALL=1` (CI does) and a missing component fails the test
+/// instead of skipping it.
+pub fn components_required() -> bool {
+    std::env::var("LOGAGG_REQUIRE_ALL").is_ok_and(|value| value == "1")
+}
+
+/// Says why a test cannot run here and returns, so the caller can skip;
+/// panics instead when [`components_required`].
+pub fn skip(test: &str, reason: &str) {
+    if components_required() {
+        panic!("{test}: {reason}, and LOGAGG_REQUIRE_ALL=1 requires it to run");
+    }
+    // Straight to stderr: the test harness captures only the print macros,
+    // and a skip should be seen in every run.
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipping {test}: {reason} (LOGAGG_REQUIRE_ALL=1 makes this a failure)"
+    );
 }
 
 /// The ingest counters of `/stats`, for whole-value comparisons.

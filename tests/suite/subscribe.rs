@@ -2,14 +2,12 @@
 //! live, resume with `Last-Event-ID`, patterns, limits, shutdown, fan-out,
 //! and the cursor file across restarts of the client.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Api, TestApp, event, padded_batch};
+use crate::common::{Api, TestApp, event, padded_batch};
 use futures_util::StreamExt;
 use logagg::cmd::subscribe::SseParser;
 use serde_json::{Value, json};
@@ -349,7 +347,7 @@ async fn many_concurrent_subscribers_each_receive_every_matching_event() {
 async fn a_subscriber_that_never_reads_does_not_grow_server_memory() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = common::ChildServer::start(dir.path()).await;
+    let server = crate::common::ChildServer::start(dir.path()).await;
     let pid = server.child.id();
     let addr = server.api.base.trim_start_matches("http://").to_owned();
     let mut stuck = tokio::net::TcpStream::connect(&addr)

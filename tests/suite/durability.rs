@@ -3,14 +3,12 @@
 //! stored; counters stay consistent with the events; and SIGTERM answers
 //! the publishes already in flight before the process exits 0.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Api, ChildServer, Counters, event, key};
+use crate::common::{Api, ChildServer, Counters, event, key};
 use serde_json::{Value, json};
 
 /// Upper bound on a whole phase (publishers running, or a restart check).

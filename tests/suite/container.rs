@@ -7,12 +7,10 @@
 //! name carries this process's id, and each container, volume, Compose
 //! project and the image sit in a guard that removes them on drop, so a
 //! failing test cleans up too. Without a Docker engine the test says why and
-//! passes, unless `LOGAGG_REQUIRE_DOCKER=1` (set by CI) makes that a failure.
+//! passes, unless `LOGAGG_REQUIRE_ALL=1` (set by CI) makes that a failure.
 //!
 //! Every docker command has a timeout, and so does every request (the
 //! harness's `Api`), so a stuck container fails the test instead of hanging.
-
-mod common;
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -24,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{Api, event};
+use crate::common::{Api, event};
 use serde_json::{Value, json};
 
 /// Longest any docker command may take, except the image build.
@@ -454,12 +452,7 @@ fn docker_engine_answers() -> Result<(), String> {
 
 /// Skips (returns after saying why) unless CI requires Docker.
 fn skip_or_fail(reason: &str) {
-    if std::env::var("LOGAGG_REQUIRE_DOCKER").is_ok_and(|value| value == "1") {
-        panic!("{reason}, and LOGAGG_REQUIRE_DOCKER=1 requires the container tests");
-    }
-    report(&format!(
-        "skipping container tests: {reason} (set LOGAGG_REQUIRE_DOCKER=1 to make this a failure)"
-    ));
+    crate::common::skip("the container tests", reason);
 }
 
 /// Prints a line even when the test harness captures output: writes to

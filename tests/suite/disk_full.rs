@@ -3,14 +3,13 @@
 //! server stays healthy, and it accepts events again once there is room.
 //!
 //! Needs a small filesystem of its own: the test mounts a tmpfs, which takes
-//! root (CI runs as root). Without it, the test says why and skips.
-
-mod common;
+//! root (CI runs as root). Without it, the test says why and skips, unless
+//! `LOGAGG_REQUIRE_ALL=1` (set by CI) makes that a failure.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{ChildServer, padded_batch};
+use crate::common::{ChildServer, padded_batch};
 use serde_json::Value;
 
 /// A tmpfs mounted for the test, unmounted when dropped.
@@ -68,7 +67,10 @@ async fn a_full_disk_refuses_with_507_and_loses_nothing_acknowledged() {
     let disk = match SmallDisk::mount("3m") {
         Ok(disk) => disk,
         Err(reason) => {
-            eprintln!("skipping: cannot mount a small tmpfs ({reason}); this test needs root");
+            crate::common::skip(
+                "the full-disk test",
+                &format!("cannot mount a small tmpfs ({reason}); this test needs root"),
+            );
             return;
         }
     };

@@ -1,9 +1,7 @@
 //! Reads: `/events` paging and fidelity, `/events/{topic}/{id}`, `/topics`,
 //! `/health`, `/metrics`.
 
-mod common;
-
-use common::{TestApp, event};
+use crate::common::{TestApp, event};
 use serde_json::json;
 
 #[tokio::test]
@@ -197,7 +195,7 @@ async fn health_command_exits_zero_only_for_a_healthy_server() {
     let (code, _) = run(vec![("LOGAGG_URL", app.api.base.clone())]).await;
     assert_eq!(code, Some(0));
 
-    let closed = common::free_port();
+    let closed = crate::common::closed_port();
     let (code, stderr) = run(vec![("LOGAGG_URL", format!("http://127.0.0.1:{closed}"))]).await;
     assert_eq!(code, Some(1));
     assert_eq!(stderr.trim().lines().count(), 1, "one-line error: {stderr}");

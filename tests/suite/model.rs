@@ -4,12 +4,10 @@
 //! keys in the same commit order, the first-committed content of each key
 //! byte for byte, the same receipts, counters and per-topic counts.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Api, Counters, TestApp};
+use crate::common::{Api, Counters, TestApp};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use serde::Deserialize;

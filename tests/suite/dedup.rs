@@ -2,13 +2,11 @@
 //! retries, batches, concurrent clients and body encodings delivers it, and
 //! receipts, `/stats` and `/events` agree on what happened.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Api, Counters, Rng, TestApp, event, gzip, key, ndjson};
+use crate::common::{Api, Counters, Rng, TestApp, event, gzip, key, ndjson};
 use serde_json::{Value, json};
 
 /// Upper bound on a whole concurrent phase of a test.

@@ -2,9 +2,7 @@
 //! refused with the right status and an RFC 9457 problem document, stores
 //! nothing (a request is all-or-nothing), and leaves the server healthy.
 
-mod common;
-
-use common::{Counters, TestApp, gzip};
+use crate::common::{Counters, TestApp, gzip};
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -2,8 +2,6 @@
 //! ([`TestApp`]) for what gets stored, and against [`FakeServer`], which
 //! fails on purpose, for retries, give-ups and error messages.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,12 +9,12 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::TestApp;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use common::TestApp;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -90,7 +88,7 @@ async fn publish(url: &str, args: &[&str], stdin: Option<&str>) -> Run {
 
 /// One valid event as an NDJSON line.
 fn line(topic: &str, event_id: &str) -> String {
-    common::event(topic, event_id).to_string()
+    crate::common::event(topic, event_id).to_string()
 }
 
 fn write_file(dir: &Path, name: &str, text: &str) -> String {

@@ -1,0 +1,16 @@
+//! The integration tests: one binary, a module per feature, sharing the
+//! harness in [`common`]. One binary links the crate once instead of once
+//! per file, and lets the harness be used in full without `dead_code`
+//! allowances.
+
+mod common;
+
+mod bad_input;
+mod container;
+mod dedup;
+mod disk_full;
+mod durability;
+mod model;
+mod publisher;
+mod reads;
+mod subscribe;
