@@ -1,12 +1,20 @@
 //! `ServeConfig`: the server's settings as typed fields, each a flag with a
 //! `LOGAGG_*` environment variable, checked once before anything starts.
+//!
+//! Defaults live in one place, the clap attributes below: the tests' config
+//! ([`ServeConfig::for_tests`]) is those same defaults, read with every
+//! environment variable ignored. Values are parsed into their real types at
+//! the edge (`Duration`, `NonZeroUsize`, `SocketAddr`), so a bad value is a
+//! one-line error naming its flag before the server starts.
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, FromArgMatches};
 
+use crate::decode::DecodeLimits;
 use crate::event::FieldLimits;
 use crate::http::{Limits, SubscribeLimits};
 use crate::ingest::QueueConfig;
@@ -34,110 +42,103 @@ pub struct ServeConfig {
     pub sync: SyncMode,
 
     /// Events that may wait in the ingest queue (or be in a commit) at once.
-    #[arg(long, env = "LOGAGG_QUEUE_CAPACITY", default_value_t = 100_000)]
-    pub queue_capacity: usize,
+    #[arg(long, env = "LOGAGG_QUEUE_CAPACITY", default_value = "100000")]
+    pub queue_capacity: NonZeroUsize,
 
     /// How long a publish may wait for room in a full queue before it gets
-    /// 503 with Retry-After, in milliseconds.
-    #[arg(long, env = "LOGAGG_QUEUE_WAIT_MS", default_value_t = 500)]
-    pub queue_wait_ms: u64,
+    /// 503 with Retry-After (e.g. 500ms, 2s).
+    #[arg(long, env = "LOGAGG_QUEUE_WAIT", default_value = "500ms", value_parser = parse_duration)]
+    pub queue_wait: Duration,
 
     /// Soft cap on events per commit; a single larger request still commits
     /// whole.
-    #[arg(long, env = "LOGAGG_BATCH_EVENTS_MAX", default_value_t = 20_000)]
-    pub batch_events_max: usize,
+    #[arg(long, env = "LOGAGG_BATCH_EVENTS_MAX", default_value = "20000")]
+    pub batch_events_max: NonZeroUsize,
 
     /// Largest publish body in bytes, on the wire and after gzip.
-    #[arg(long, env = "LOGAGG_BODY_BYTES_MAX", default_value_t = 16 * 1024 * 1024)]
-    pub body_bytes_max: usize,
+    #[arg(long, env = "LOGAGG_BODY_BYTES_MAX", default_value = "16777216")]
+    pub body_bytes_max: NonZeroUsize,
 
     /// Most events in one publish request.
-    #[arg(long, env = "LOGAGG_REQUEST_EVENTS_MAX", default_value_t = 10_000)]
-    pub request_events_max: usize,
+    #[arg(long, env = "LOGAGG_REQUEST_EVENTS_MAX", default_value = "10000")]
+    pub request_events_max: NonZeroUsize,
 
     /// Longest topic, event_id and source, in bytes.
-    #[arg(long, env = "LOGAGG_FIELD_BYTES_MAX", default_value_t = 255)]
-    pub field_bytes_max: usize,
+    #[arg(long, env = "LOGAGG_FIELD_BYTES_MAX", default_value = "255")]
+    pub field_bytes_max: NonZeroUsize,
 
     /// Deepest JSON nesting of one event (the event is level 1, its payload
-    /// level 2).
-    #[arg(long, env = "LOGAGG_JSON_DEPTH_MAX", default_value_t = 32)]
-    pub json_depth_max: usize,
+    /// level 2); at most 120.
+    #[arg(long, env = "LOGAGG_JSON_DEPTH_MAX", default_value = "32", value_parser = parse_json_depth)]
+    pub json_depth_max: NonZeroUsize,
 
     /// Most /subscribe streams open at once.
-    #[arg(long, env = "LOGAGG_SUBSCRIBERS_MAX", default_value_t = SubscribeLimits::DEFAULT.subscribers_max)]
-    pub subscribers_max: usize,
+    #[arg(long, env = "LOGAGG_SUBSCRIBERS_MAX", default_value = "1024")]
+    pub subscribers_max: NonZeroUsize,
 
-    /// Seconds between keep-alive comments on an idle /subscribe stream.
-    #[arg(long, env = "LOGAGG_KEEP_ALIVE_SECS", default_value_t = SubscribeLimits::DEFAULT.keep_alive.as_secs())]
-    pub keep_alive_secs: u64,
+    /// Interval of keep-alive comments on an idle /subscribe stream (e.g.
+    /// 15s).
+    #[arg(long, env = "LOGAGG_KEEP_ALIVE", default_value = "15s", value_parser = parse_positive_duration)]
+    pub keep_alive: Duration,
+}
+
+/// Settings that are each valid but do not fit together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "--request-events-max ({request}) must not exceed --queue-capacity ({queue}): such a request could never be queued"
+    )]
+    RequestLargerThanQueue { request: usize, queue: usize },
 }
 
 impl ServeConfig {
-    /// A configuration for tests: an ephemeral port on loopback, the given
-    /// data directory, defaults for the rest.
+    /// The defaults of every flag, with no environment variable read.
+    pub fn defaults() -> Self {
+        let command = Self::augment_args(clap::Command::new("serve"))
+            .mut_args(|arg| arg.env(None::<&'static str>));
+        let matches = command
+            .try_get_matches_from(["serve"])
+            .expect("every flag of serve has a default");
+        Self::from_arg_matches(&matches).expect("the defaults parse")
+    }
+
+    /// A configuration for tests: the defaults, an ephemeral port on
+    /// loopback, and the given data directory.
     pub fn for_tests(data_dir: PathBuf) -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir,
-            sync: SyncMode::Full,
-            queue_capacity: 100_000,
-            queue_wait_ms: 500,
-            batch_events_max: 20_000,
-            body_bytes_max: 16 * 1024 * 1024,
-            request_events_max: 10_000,
-            field_bytes_max: 255,
-            json_depth_max: 32,
-            subscribers_max: SubscribeLimits::DEFAULT.subscribers_max,
-            keep_alive_secs: SubscribeLimits::DEFAULT.keep_alive.as_secs(),
+            ..Self::defaults()
         }
     }
 
     /// Checks the settings against each other.
     ///
     /// # Errors
-    /// A message naming the flag to change.
-    pub fn validate(&self) -> Result<(), String> {
-        let positive = [
-            ("--queue-capacity", self.queue_capacity),
-            ("--batch-events-max", self.batch_events_max),
-            ("--body-bytes-max", self.body_bytes_max),
-            ("--request-events-max", self.request_events_max),
-            ("--field-bytes-max", self.field_bytes_max),
-            ("--json-depth-max", self.json_depth_max),
-            ("--subscribers-max", self.subscribers_max),
-        ];
-        if let Some((flag, _)) = positive.iter().find(|(_, value)| *value == 0) {
-            return Err(format!("{flag} must be at least 1"));
-        }
+    /// The first pair of settings that do not fit, naming the flags.
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.request_events_max > self.queue_capacity {
-            return Err(format!(
-                "--request-events-max ({}) must not exceed --queue-capacity ({}): such a request could never be queued",
-                self.request_events_max, self.queue_capacity
-            ));
-        }
-        if self.json_depth_max > JSON_DEPTH_CEILING {
-            return Err(format!(
-                "--json-depth-max must be at most {JSON_DEPTH_CEILING}"
-            ));
-        }
-        if self.keep_alive_secs == 0 {
-            return Err("--keep-alive-secs must be at least 1".to_owned());
+            return Err(ConfigError::RequestLargerThanQueue {
+                request: self.request_events_max.get(),
+                queue: self.queue_capacity.get(),
+            });
         }
         Ok(())
     }
 
     pub fn limits(&self) -> Limits {
         Limits {
-            body_bytes_max: self.body_bytes_max,
-            request_events_max: self.request_events_max,
-            json_depth_max: self.json_depth_max,
-            fields: FieldLimits {
-                field_bytes_max: self.field_bytes_max,
+            body_bytes_max: self.body_bytes_max.get(),
+            decode: DecodeLimits {
+                request_events_max: self.request_events_max.get(),
+                json_depth_max: self.json_depth_max.get(),
+                fields: FieldLimits {
+                    field_bytes_max: self.field_bytes_max.get(),
+                },
             },
             subscribe: SubscribeLimits {
-                subscribers_max: self.subscribers_max,
-                keep_alive: Duration::from_secs(self.keep_alive_secs),
+                subscribers_max: self.subscribers_max.get(),
+                keep_alive: self.keep_alive,
                 ..SubscribeLimits::DEFAULT
             },
         }
@@ -145,42 +146,89 @@ impl ServeConfig {
 
     pub fn queue(&self) -> QueueConfig {
         QueueConfig {
-            capacity_events: self.queue_capacity,
-            wait: Duration::from_millis(self.queue_wait_ms),
+            capacity_events: self.queue_capacity.get(),
+            wait: self.queue_wait,
         }
     }
 
     pub fn batch_policy(&self) -> BatchPolicy {
         BatchPolicy {
-            events_max: self.batch_events_max,
+            events_max: self.batch_events_max.get(),
         }
+    }
+}
+
+/// A duration with a unit: `500ms`, `15s`, `2m`, `1h 30m`.
+///
+/// # Errors
+/// A message with an example, for clap to show beside the flag.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration ({e}); e.g. 500ms, 15s, 2m"))
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be longer than zero".to_owned()),
+        duration => Ok(duration),
+    }
+}
+
+fn parse_json_depth(text: &str) -> Result<NonZeroUsize, String> {
+    match text.trim().parse::<NonZeroUsize>() {
+        Ok(depth) if depth.get() <= JSON_DEPTH_CEILING => Ok(depth),
+        _ => Err(format!(
+            "{text:?} is not a depth from 1 to {JSON_DEPTH_CEILING}"
+        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: ServeConfig,
+    }
+
     #[test]
-    fn test_config_is_valid() {
-        assert_eq!(ServeConfig::for_tests("d".into()).validate(), Ok(()));
+    fn the_defaults_are_valid_and_typed() {
+        let config = ServeConfig::for_tests("d".into());
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.queue_wait, Duration::from_millis(500));
+        assert_eq!(config.keep_alive, Duration::from_secs(15));
+        assert_eq!(config.queue_capacity.get(), 100_000);
+        assert_eq!(config.listen.port(), 0);
     }
 
     #[test]
     fn a_request_larger_than_the_queue_is_refused() {
         let mut config = ServeConfig::for_tests("d".into());
-        config.queue_capacity = 10;
+        config.queue_capacity = NonZeroUsize::new(10).expect("non-zero");
         let error = config.validate().expect_err("invalid");
-        assert!(error.contains("--request-events-max"), "{error}");
+        assert!(
+            error.to_string().contains("--request-events-max"),
+            "{error}"
+        );
     }
 
     #[test]
-    fn zero_limits_are_refused() {
-        let mut config = ServeConfig::for_tests("d".into());
-        config.body_bytes_max = 0;
-        assert_eq!(
-            config.validate(),
-            Err("--body-bytes-max must be at least 1".to_owned())
-        );
+    fn bad_values_are_refused_at_parse_time() {
+        for args in [
+            ["t", "--body-bytes-max", "0"],
+            ["t", "--queue-wait", "soon"],
+            ["t", "--keep-alive", "0s"],
+            ["t", "--json-depth-max", "121"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+        let cli = Cli::try_parse_from(["t", "--queue-wait", "2s", "--keep-alive", "1m"])
+            .expect("valid flags");
+        assert_eq!(cli.config.queue_wait, Duration::from_secs(2));
+        assert_eq!(cli.config.keep_alive, Duration::from_secs(60));
     }
 }

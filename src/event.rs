@@ -16,6 +16,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub use crate::api::FieldError;
+
 /// Limits applied while validating events; configured once in `ServeConfig`.
 #[derive(Debug, Clone, Copy)]
 pub struct FieldLimits {
@@ -56,16 +58,6 @@ where
     D: serde::Deserializer<'de>,
 {
     <&RawValue>::deserialize(deserializer).map(Some)
-}
-
-/// What is wrong with one field of one event in a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FieldError {
-    /// Position of the event in the request (0-based; for NDJSON, the n-th event).
-    pub index: usize,
-    /// The field, or `None` when the event as a whole is wrong.
-    pub field: Option<&'static str>,
-    pub message: String,
 }
 
 /// A topic name: 1 to `field_bytes_max` bytes, no whitespace, no control
@@ -246,13 +238,7 @@ impl Event {
                          check: &dyn Fn(&str) -> Result<(), String>| {
             string_field(raw)
                 .and_then(|s| check(&s).map(|()| s))
-                .map_err(|message| {
-                    errors.push(FieldError {
-                        index,
-                        field: Some(name),
-                        message,
-                    })
-                })
+                .map_err(|message| errors.push(FieldError::field(index, name, message)))
                 .ok()
         };
         let topic = field("topic", wire.topic, &|s| Topic::check(s, limits));
@@ -262,19 +248,15 @@ impl Event {
         let payload = match wire.payload {
             Some(raw) if raw.get().starts_with('{') => Some(raw.to_owned()),
             Some(raw) => {
-                errors.push(FieldError {
+                errors.push(FieldError::field(
                     index,
-                    field: Some("payload"),
-                    message: format!("must be a JSON object, got {}", json_kind(raw)),
-                });
+                    "payload",
+                    format!("must be a JSON object, got {}", json_kind(raw)),
+                ));
                 None
             }
             None => {
-                errors.push(FieldError {
-                    index,
-                    field: Some("payload"),
-                    message: "is required".to_owned(),
-                });
+                errors.push(FieldError::field(index, "payload", "is required"));
                 None
             }
         };
@@ -401,13 +383,13 @@ mod tests {
         Event::from_wire(&wire, 3, &FieldLimits::default())
     }
 
-    fn messages(json: &str) -> Vec<(Option<&'static str>, String)> {
+    fn messages(json: &str) -> Vec<(Option<String>, String)> {
         validate(json)
             .expect_err("event should be rejected")
             .into_iter()
             .map(|e| {
                 assert_eq!(e.index, 3);
-                (e.field, e.message)
+                (e.field.map(String::from), e.message)
             })
             .collect()
     }
@@ -429,7 +411,7 @@ mod tests {
         );
         let fields: Vec<_> = errors
             .iter()
-            .map(|(f, _)| f.expect("field named"))
+            .map(|(f, _)| f.as_deref().expect("field named"))
             .collect();
         assert_eq!(
             fields,
@@ -445,10 +427,10 @@ mod tests {
         assert_eq!(
             errors,
             [
-                (Some("topic"), "must be a string, got null".to_owned()),
+                (Some("topic".into()), "must be a string, got null".into()),
                 (
-                    Some("payload"),
-                    "must be a JSON object, got null".to_owned()
+                    Some("payload".into()),
+                    "must be a JSON object, got null".into()
                 ),
             ]
         );

@@ -4,16 +4,22 @@
 //! stores each `(topic, event_id)` exactly once, durably, and answers a
 //! publish only once its events are committed. The map of the system:
 //!
+//! - [`api`]: the JSON documents of the HTTP API (receipts, counters, problem
+//!   documents, stats), defined once for the server and its clients.
 //! - [`event`]: the wire shape of an event and the validated [`event::Event`],
 //!   plus topic names and subscription patterns.
-//! - [`http`]: the axum router; handlers parse requests into domain types,
-//!   hand publishes to the ingest queue and read everything else from the
-//!   store. Errors are RFC 9457 problem documents ([`http::ApiError`]).
+//! - [`decode`]: the ingest formats, each turning a request body into
+//!   validated events (or a precise error), knowing nothing of HTTP.
+//! - [`http`]: the axum router; handlers pick a decoder and hand its events
+//!   to the ingest queue through one shared path, and read everything else
+//!   from the store. Errors are RFC 9457 problem documents
+//!   ([`http::ApiError`]).
 //! - [`ingest`]: the bounded queue between publish handlers and the single
-//!   consumer thread, which commits many requests per transaction (group
-//!   commit) and answers each after the commit, then feeds the in-memory
-//!   tail that live subscribers read. Its module docs hold the protocol and
-//!   the guarantees.
+//!   consumer task, which commits many requests per transaction (group
+//!   commit) and answers each after the commit, then announces it to the
+//!   tail. Its module docs hold the protocol and the guarantees.
+//! - [`tail`]: the newest committed `seq` that subscribers wait on, and the
+//!   recent commits framed as Server-Sent Events for them.
 //! - [`store`]: the `Store` trait and its SQLite implementation; the unique
 //!   constraint on `(topic, event_id)` is the dedup set, and counters are
 //!   committed with the events.
@@ -23,10 +29,13 @@
 //! - [`cmd`]: the subcommands; `cmd::serve` wires everything and owns the
 //!   shutdown sequence.
 
+pub mod api;
 pub mod cmd;
 pub mod config;
+pub mod decode;
 pub mod event;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod store;
+pub mod tail;

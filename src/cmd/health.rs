@@ -7,13 +7,16 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
+use super::client::BaseUrl;
+use crate::config::parse_duration;
+
 /// Settings of `logagg health`.
 #[derive(Debug, Clone, Args)]
 pub struct HealthArgs {
     /// Base URL of the server [default: from --listen, else
     /// http://127.0.0.1:8080].
     #[arg(long, env = "LOGAGG_URL")]
-    pub url: Option<String>,
+    pub url: Option<BaseUrl>,
 
     /// The server's listen address, used when --url is not given (a wildcard
     /// address becomes loopback). Shares `serve`'s variable, so a container
@@ -21,21 +24,21 @@ pub struct HealthArgs {
     #[arg(long, env = "LOGAGG_LISTEN")]
     pub listen: Option<SocketAddr>,
 
-    /// Give up after this many seconds.
-    #[arg(long, env = "LOGAGG_HEALTH_TIMEOUT_SECS", default_value_t = 5)]
-    pub timeout_secs: u64,
+    /// Give up after this long (e.g. 5s, 500ms).
+    #[arg(long, env = "LOGAGG_HEALTH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// # Errors
 /// When the server cannot be reached or does not answer 200.
 pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
-    let url = format!("{}/health", base_url(&args).trim_end_matches('/'));
+    let url = base_url(&args).endpoint("/health");
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(args.timeout_secs))
+        .timeout(args.timeout)
         .build()
         .context("building the HTTP client")?;
     let response = client
-        .get(&url)
+        .get(url.clone())
         .send()
         .await
         .with_context(|| format!("reaching {url} (is the server running?)"))?;
@@ -50,19 +53,21 @@ pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
 }
 
 /// `--url`, else the loopback form of `--listen`, else the default port.
-fn base_url(args: &HealthArgs) -> String {
+fn base_url(args: &HealthArgs) -> BaseUrl {
     if let Some(url) = &args.url {
         return url.clone();
     }
-    let Some(listen) = args.listen else {
-        return "http://127.0.0.1:8080".to_owned();
-    };
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
     let ip = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
     format!("http://{}", SocketAddr::new(ip, listen.port()))
+        .parse()
+        .expect("an http URL of a socket address is a base URL")
 }
 
 #[cfg(test)]
@@ -71,10 +76,11 @@ mod tests {
 
     fn url(url: Option<&str>, listen: Option<&str>) -> String {
         base_url(&HealthArgs {
-            url: url.map(str::to_owned),
+            url: url.map(|u| u.parse().expect("test URL")),
             listen: listen.map(|l| l.parse().expect("test address")),
-            timeout_secs: 1,
+            timeout: Duration::from_secs(1),
         })
+        .to_string()
     }
 
     #[test]

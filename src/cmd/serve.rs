@@ -10,24 +10,26 @@
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::ShutdownSignal;
 use crate::config::ServeConfig;
 use crate::http::{self, AppState};
-use crate::ingest::tail::{Tail, TailLimits};
 use crate::ingest::{Ingest, consumer};
 use crate::metrics::Metrics;
 use crate::store::{SqliteStore, Store};
+use crate::tail::{Tail, TailLimits};
 
-/// How long shutdown waits for in-flight requests and then for the consumer
-/// before giving up on them. Anything not yet acknowledged is the publisher's
-/// to retry, so giving up loses nothing that was promised.
+/// How long shutdown waits, in all, for in-flight requests and then for the
+/// consumer to commit what is queued, before giving up on them. Anything
+/// not yet acknowledged is the publisher's to retry, so giving up loses
+/// nothing that was promised.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// Runs the server until SIGTERM or SIGINT.
@@ -36,6 +38,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// When the configuration is invalid, the store cannot be opened or the
 /// address cannot be bound.
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let signal = ShutdownSignal::install().context("installing signal handlers")?;
     let server = Server::bind(&config).await?;
     tracing::info!(
         address = %server.local_addr(),
@@ -45,27 +48,11 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     );
     let token = server.shutdown_token();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signal.recv().await;
         tracing::info!("signal received; shutting down");
         token.cancel();
     });
     server.run().await
-}
-
-async fn wait_for_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler only fails outside a runtime");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
 }
 
 /// A bound, ready server: the store is open, the consumer runs, the listener
@@ -82,32 +69,33 @@ impl Server {
     /// # Errors
     /// See [`run`].
     pub async fn bind(config: &ServeConfig) -> anyhow::Result<Self> {
-        config.validate().map_err(anyhow::Error::msg)?;
-        let store = SqliteStore::open(&config.data_dir, config.sync).with_context(|| {
-            format!(
-                "opening the store in {} (check --data-dir and its permissions)",
-                config.data_dir.display()
-            )
-        })?;
+        config.validate()?;
+        let (data_dir, sync) = (config.data_dir.clone(), config.sync);
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir, sync))
+            .await
+            .context("opening the store")?
+            .with_context(|| {
+                format!(
+                    "opening the store in {} (check --data-dir and its permissions)",
+                    config.data_dir.display()
+                )
+            })?;
         let store: Arc<dyn Store> = Arc::new(store);
-        let last_seq = store.last_seq().context("reading the newest seq")?;
-        let (committed_sender, committed) = watch::channel(last_seq);
+        let last_seq = store.last_seq().await.context("reading the newest seq")?;
+        let tail = Arc::new(Tail::new(TailLimits::DEFAULT, last_seq));
         let metrics = Arc::new(Metrics::new());
         let (ingest, jobs) = Ingest::new(config.queue());
-        let tail = Arc::new(Tail::new(TailLimits::DEFAULT));
         let consumer = consumer::spawn(
             Arc::clone(&store),
             jobs,
             config.batch_policy(),
-            committed_sender,
             Arc::clone(&tail),
             Arc::clone(&metrics),
-        )
-        .context("starting the ingest consumer thread")?;
+        );
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {} (is another server using it?)", config.listen))?;
-        let state = AppState::new(store, ingest, config.limits(), metrics, committed, tail);
+        let state = AppState::new(store, ingest, config.limits(), metrics, tail);
         Ok(Self {
             listener,
             state,
@@ -127,7 +115,7 @@ impl Server {
     }
 
     /// Serves until the shutdown token is cancelled, then shuts down in the
-    /// order the module docs give.
+    /// order the module docs give, within [`SHUTDOWN_GRACE`] in all.
     ///
     /// # Errors
     /// When serving fails or the consumer panicked.
@@ -142,23 +130,32 @@ impl Server {
         let serve = axum::serve(listener, app)
             .with_graceful_shutdown(token.clone().cancelled_owned())
             .into_future();
-        let grace_over = async {
-            token.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        tokio::pin!(serve);
+        let served = tokio::select! {
+            result = &mut serve => Some(result),
+            () = token.cancelled() => None,
         };
-        tokio::select! {
-            result = serve => result.context("serving HTTP")?,
-            () = grace_over => tracing::warn!(
+        // Shutdown has begun (serving only ends on it, or on an error): one
+        // deadline for everything that follows.
+        let deadline = Instant::now() + SHUTDOWN_GRACE;
+        let served = match served {
+            Some(result) => Some(result),
+            None => tokio::time::timeout_at(deadline, serve).await.ok(),
+        };
+        match served {
+            Some(result) => result.context("serving HTTP")?,
+            None => tracing::warn!(
                 grace = ?SHUTDOWN_GRACE,
                 "in-flight requests did not finish in time; they were not acknowledged"
             ),
         }
         // Every ingest handle is gone with the router: the consumer commits
         // what is left, answers it, and returns.
-        let joined = tokio::task::spawn_blocking(move || consumer.join());
-        match tokio::time::timeout(SHUTDOWN_GRACE, joined).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(_))) => anyhow::bail!("the ingest consumer panicked"),
+        match tokio::time::timeout_at(deadline, consumer).await {
+            Ok(Ok(())) => {}
+            Ok(Err(join_error)) if join_error.is_panic() => {
+                anyhow::bail!("the ingest consumer panicked")
+            }
             Ok(Err(join_error)) => return Err(join_error).context("joining the ingest consumer"),
             Err(_) => tracing::warn!("the ingest consumer did not stop in time"),
         }

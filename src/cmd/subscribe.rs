@@ -21,6 +21,10 @@ use clap::Args;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::ShutdownSignal;
+use super::client::{self, BaseUrl};
+use crate::config::parse_duration;
+
 /// Settings of `logagg subscribe`.
 #[derive(Debug, Clone, Args)]
 pub struct SubscribeArgs {
@@ -35,7 +39,7 @@ pub struct SubscribeArgs {
 
     /// Base URL of the server.
     #[arg(long, env = "LOGAGG_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    pub url: BaseUrl,
 
     /// Keep the last printed seq in this file and resume from it on start.
     #[arg(long, env = "LOGAGG_CURSOR_FILE")]
@@ -45,12 +49,12 @@ pub struct SubscribeArgs {
     #[arg(long, env = "LOGAGG_COUNT")]
     pub count: Option<u64>,
 
-    /// Longest wait between reconnection attempts, in milliseconds.
-    #[arg(long, env = "LOGAGG_RECONNECT_MAX_MS", default_value_t = 5_000)]
-    pub reconnect_max_ms: u64,
+    /// Longest wait between reconnection attempts (e.g. 5s, 500ms).
+    #[arg(long, env = "LOGAGG_RECONNECT_MAX", default_value = "5s", value_parser = parse_duration)]
+    pub reconnect_max: Duration,
 }
 
-/// First wait before reconnecting; doubles up to `--reconnect-max-ms`.
+/// First wait before reconnecting; doubles up to `--reconnect-max`.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 
 /// Follows the pattern until the count is reached or a signal arrives.
@@ -63,7 +67,7 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
         Some(path) => read_cursor(path)?.unwrap_or(args.from),
         None => args.from,
     };
-    let mut follower = Follower {
+    let mut subscriber = Subscriber {
         args: &args,
         client: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
@@ -71,17 +75,18 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
             .context("building the HTTP client")?,
         printed: 0,
     };
+    let signal = ShutdownSignal::install().context("installing signal handlers")?;
     let stop = CancellationToken::new();
     tokio::spawn({
         let stop = stop.clone();
         async move {
-            wait_for_signal().await;
+            signal.recv().await;
             stop.cancel();
         }
     });
     let mut backoff = RECONNECT_MIN;
     loop {
-        let session = follower.follow(&mut cursor);
+        let session = subscriber.follow(&mut cursor);
         let outcome = tokio::select! {
             outcome = session => outcome,
             () = stop.cancelled() => return Ok(()),
@@ -103,27 +108,8 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
             () = tokio::time::sleep(backoff) => {}
             () = stop.cancelled() => return Ok(()),
         }
-        backoff = (backoff * 2).min(Duration::from_millis(args.reconnect_max_ms.max(1)));
+        backoff = (backoff * 2).min(args.reconnect_max.max(RECONNECT_MIN));
     }
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut terminate), Ok(mut interrupt)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 enum Session {
@@ -140,19 +126,20 @@ enum Failure {
     Fatal(anyhow::Error),
 }
 
-struct Follower<'a> {
+/// One run's connection to the server, and what it has printed.
+struct Subscriber<'a> {
     args: &'a SubscribeArgs,
     client: reqwest::Client,
     printed: u64,
 }
 
-impl Follower<'_> {
+impl Subscriber<'_> {
     /// One connection: prints events after `cursor` until the stream ends.
     async fn follow(&mut self, cursor: &mut u64) -> Result<Session, Failure> {
-        let url = format!("{}/subscribe", self.args.url.trim_end_matches('/'));
+        let url = self.args.url.endpoint("/subscribe");
         let response = self
             .client
-            .get(&url)
+            .get(url.clone())
             .query(&[("topic", self.args.pattern.as_str())])
             .header("last-event-id", cursor.to_string())
             .header("accept", "text/event-stream")
@@ -162,12 +149,9 @@ impl Follower<'_> {
             .map_err(Failure::Retry)?;
         let status = response.status();
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            let detail = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|p| p["detail"].as_str().map(str::to_owned))
-                .unwrap_or(body);
-            let error = anyhow::anyhow!("{url} answered {status}: {detail}");
+            let body = response.bytes().await.unwrap_or_default();
+            let problem = client::problem(&body);
+            let error = anyhow::anyhow!("{url} answered {status}: {}", problem.summary());
             return Err(if status.is_client_error() {
                 Failure::Fatal(error)
             } else {
@@ -267,7 +251,11 @@ pub struct SseMessage<'a> {
 ///
 /// It runs once per delivered event in every subscriber, so it neither
 /// allocates per message nor copies a line more than once: lines are found
-/// with `memchr`, and only the unfinished end of a chunk is kept.
+/// with `memchr`, and only the unfinished end of a chunk is kept. That is why
+/// it is ours rather than a crate's: the kept SSE parsers (such as
+/// `eventsource-stream`) build an owned event with a `String` per field for
+/// every message, and with 100 subscribers on one machine the parsing was
+/// the largest cost of the whole fan-out benchmark (docs/performance.md).
 #[derive(Debug, Default)]
 pub struct SseParser {
     /// The unfinished last line of the bytes fed so far.

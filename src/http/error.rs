@@ -3,18 +3,22 @@
 //! bad query strings in that same shape.
 //!
 //! Each problem has a stable `type` (`urn:logagg:problem:<slug>`) that
-//! clients can match on; `docs/api.md` lists them. Internal errors are logged
-//! here, once, inside the request span; the client gets an opaque 500.
+//! clients can match on; `docs/api.md` lists them. The client gets an opaque
+//! 500 for an internal error; the error itself rides along in the
+//! response's extensions as an [`InternalError`], for the middleware that
+//! logs it once with the request's route and id ([`super::log_errors`]).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::api::Problem;
+use crate::decode::DecodeError;
 use crate::event::FieldError;
 use crate::ingest::IngestError;
 use crate::store::StoreError;
@@ -92,27 +96,13 @@ impl ApiError {
     }
 }
 
-/// The RFC 9457 document.
-#[derive(Serialize)]
-struct Problem<'a> {
-    #[serde(rename = "type")]
-    kind: String,
-    title: &'static str,
-    status: u16,
-    detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a [FieldError]>,
-}
+/// The error behind a 500, carried in the response's extensions to the
+/// middleware that logs it.
+#[derive(Debug, Clone)]
+pub struct InternalError(pub Arc<dyn std::error::Error + Send + Sync>);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Self::Internal(source) = &self {
-            // Logged once here, inside the request span, with its chain.
-            tracing::error!(
-                error = source.as_ref() as &dyn std::error::Error,
-                "request failed"
-            );
-        }
         let status = self.status();
         let (slug, title) = self.kind();
         let detail = match &self {
@@ -129,13 +119,18 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let errors = match &self {
-            Self::InvalidEvents(errors) => Some(errors.as_slice()),
+        let retry_after = match &self {
+            Self::Unavailable { retry_after, .. } => Some(retry_after.as_secs().max(1)),
             _ => None,
+        };
+        let (errors, internal) = match self {
+            Self::InvalidEvents(errors) => (errors, None),
+            Self::Internal(source) => (Vec::new(), Some(InternalError(Arc::from(source)))),
+            _ => (Vec::new(), None),
         };
         let problem = Problem {
             kind: format!("urn:logagg:problem:{slug}"),
-            title,
+            title: title.to_owned(),
             status: status.as_u16(),
             detail,
             errors,
@@ -150,11 +145,13 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
-        if let Self::Unavailable { retry_after, .. } = &self {
-            let seconds = retry_after.as_secs().max(1);
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(internal) = internal {
+            response.extensions_mut().insert(internal);
         }
         response
     }
@@ -164,7 +161,22 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::DiskFull => Self::DiskFull,
+            StoreError::Unavailable(_) => Self::Unavailable {
+                detail: format!("{error}; retry later"),
+                retry_after: Duration::from_secs(1),
+            },
             other => Self::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl From<DecodeError> for ApiError {
+    fn from(error: DecodeError) -> Self {
+        match error {
+            DecodeError::Malformed(detail) => Self::BadRequest(detail),
+            DecodeError::Invalid(errors) => Self::InvalidEvents(errors),
+            DecodeError::Unprocessable(detail) => Self::Unprocessable(detail),
+            DecodeError::TooLarge(detail) => Self::TooLarge(detail),
         }
     }
 }
@@ -183,6 +195,12 @@ impl From<IngestError> for ApiError {
             IngestError::TooManyEvents { .. } => Self::TooLarge(error.to_string()),
             IngestError::Commit(source) => match source.as_ref() {
                 StoreError::DiskFull => Self::DiskFull,
+                StoreError::Unavailable(reason) => Self::Unavailable {
+                    detail: format!(
+                        "the store is unavailable ({reason}); nothing of this request was stored, retry later"
+                    ),
+                    retry_after: Duration::from_secs(1),
+                },
                 _ => Self::Internal(Box::new(IngestError::Commit(source))),
             },
         }
@@ -232,16 +250,8 @@ mod tests {
     #[tokio::test]
     async fn validation_problem_lists_every_field() {
         let errors = vec![
-            FieldError {
-                index: 0,
-                field: Some("topic"),
-                message: "is required".into(),
-            },
-            FieldError {
-                index: 2,
-                field: None,
-                message: "must be a JSON object".into(),
-            },
+            FieldError::field(0, "topic", "is required"),
+            FieldError::whole(2, "must be a JSON object"),
         ];
         let (status, _, body) = render(ApiError::InvalidEvents(errors)).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -262,9 +272,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn internal_errors_are_opaque() {
-        let error = ApiError::Internal("secret path /x/y".into());
-        let (status, _, body) = render(error).await;
+    async fn internal_errors_are_opaque_and_carried_for_logging() {
+        let response = ApiError::Internal("secret path /x/y".into()).into_response();
+        let carried = response
+            .extensions()
+            .get::<InternalError>()
+            .expect("the error rides along for the logging middleware");
+        assert_eq!(carried.0.to_string(), "secret path /x/y");
+        let (status, _, body) = render(ApiError::Internal("secret path /x/y".into())).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!body.to_string().contains("secret"));
     }

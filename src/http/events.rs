@@ -37,7 +37,7 @@ pub async fn list(
     }
     let topic = match params.topic {
         Some(topic) => Some(
-            Topic::parse(topic, &state.limits.fields)
+            Topic::parse(topic, &state.limits.decode.fields)
                 .map_err(|reason| ApiError::BadRequest(format!("topic {reason}")))?,
         ),
         None => None,
@@ -47,7 +47,7 @@ pub async fn list(
         after: params.after.unwrap_or(0),
         limit,
     };
-    let events = state.read(move |store| store.events(&query)).await?;
+    let events = state.store.events(query).await?;
     let next_after = (events.len() == limit)
         .then(|| events.last().map(|e| e.seq))
         .flatten();
@@ -61,9 +61,7 @@ pub async fn one(
     let not_found = ApiError::NotFound(format!(
         "no event {event_id:?} in topic {topic:?} has been stored"
     ));
-    let found = state
-        .read(move |store| store.event(&topic, &event_id))
-        .await?;
+    let found = state.store.event(&topic, &event_id).await?;
     found.map(Json).ok_or(not_found)
 }
 
@@ -73,6 +71,6 @@ pub struct Topics {
 }
 
 pub async fn topics(State(state): State<AppState>) -> Result<Json<Topics>, ApiError> {
-    let topics = state.read(|store| store.topics()).await?;
+    let topics = state.store.topics().await?;
     Ok(Json(Topics { topics }))
 }

@@ -2,12 +2,14 @@
 //! that bound each request.
 //!
 //! Handlers only translate: they parse and validate requests into domain
-//! types, call the ingest queue or the store, and render answers or
-//! [`ApiError`]s. Reads hit the store through `spawn_blocking`, so a slow
-//! query never stalls the runtime.
+//! types, call the ingest path or the store, and render answers or
+//! [`ApiError`]s. Every request gets an `x-request-id` (kept when the client
+//! sends one) that its trace span and any error log line carry; server
+//! errors are logged once, by [`log_errors`], never where they are made.
 
 mod error;
 mod events;
+mod ingest;
 mod publish;
 mod stats;
 mod subscribe;
@@ -16,38 +18,41 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::response::IntoResponse;
+use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderName;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::sync::watch;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub use error::ApiError;
+pub use error::{ApiError, InternalError};
 pub use subscribe::SubscribeLimits;
 
-use crate::event::FieldLimits;
+use crate::decode::DecodeLimits;
 use crate::ingest::Ingest;
-use crate::ingest::tail::Tail;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::tail::Tail;
 
 /// Most events `GET /events` returns in one page.
 pub const PAGE_LIMIT_MAX: usize = 10_000;
 /// Page size of `GET /events` without `limit`.
 pub const PAGE_LIMIT_DEFAULT: usize = 100;
 
+/// The header carrying each request's id.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
 /// Bounds on what one request may carry.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest request body, before and after gzip decompression.
     pub body_bytes_max: usize,
-    /// Most events in one publish request.
-    pub request_events_max: usize,
-    /// Deepest JSON nesting of one event (the event object is level 1, its
-    /// payload level 2).
-    pub json_depth_max: usize,
-    pub fields: FieldLimits,
+    /// What the ingest decoders accept.
+    pub decode: DecodeLimits,
     pub subscribe: SubscribeLimits,
 }
 
@@ -58,14 +63,16 @@ pub struct AppState {
     pub ingest: Ingest,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
-    /// The newest committed `seq`, advanced by the ingest consumer.
-    pub committed: watch::Receiver<u64>,
-    /// Recent commits framed for subscribers, filled by the consumer.
+    /// The newest committed `seq` and the recent commits, for subscribers.
     pub tail: Arc<Tail>,
     /// Cancelled when the server begins shutting down.
     pub shutdown: CancellationToken,
     pub started: Instant,
     pub(crate) subscribers: subscribe::Registry,
+    /// Bodies being decoded on the blocking pool at once: one per core, so
+    /// a burst of large requests queues here instead of taking every
+    /// blocking thread.
+    pub(crate) decode_slots: Arc<Semaphore>,
 }
 
 impl AppState {
@@ -75,33 +82,20 @@ impl AppState {
         ingest: Ingest,
         limits: Limits,
         metrics: Arc<Metrics>,
-        committed: watch::Receiver<u64>,
         tail: Arc<Tail>,
     ) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         Self {
             store,
             ingest,
             limits,
             metrics,
-            committed,
             tail,
             shutdown: CancellationToken::new(),
             started: Instant::now(),
             subscribers: subscribe::Registry::new(limits.subscribe.subscribers_max),
+            decode_slots: Arc::new(Semaphore::new(cores)),
         }
-    }
-
-    /// Runs a blocking store call on the blocking pool.
-    async fn read<T, F>(&self, query: F) -> Result<T, ApiError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&dyn Store) -> Result<T, crate::store::StoreError> + Send + 'static,
-    {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || query(store.as_ref()))
-            .await
-            .map_err(|e| ApiError::Internal(Box::new(e)))?
-            .map_err(ApiError::from)
     }
 }
 
@@ -116,17 +110,65 @@ pub fn router(state: AppState) -> Router {
         .route("/stats", get(stats::stats))
         .route("/health", get(stats::health))
         .route("/metrics", get(stats::metrics))
+        // Innermost first: a panic becomes a 500 that is logged with its
+        // route, then counted.
+        .route_layer(CatchPanicLayer::custom(panic_response))
+        .route_layer(axum::middleware::from_fn(log_errors))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state.metrics),
             crate::metrics::track_requests,
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::Internal("handler panicked".into()).into_response()
-        }))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// A handler panicked (a bug): an opaque 500 whose log line names the panic.
+fn panic_response(panic: Box<dyn std::any::Any + Send>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-string payload".to_owned());
+    ApiError::Internal(format!("handler panicked: {message}").into()).into_response()
+}
+
+/// The span of one request: method, path and request id.
+fn request_span(request: &Request) -> tracing::Span {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|id| id.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        method = %request.method(),
+        uri = %request.uri(),
+        request_id = id,
+    )
+}
+
+/// Logs a server error once, with its chain, the route it happened on and
+/// the request's id; the client already got an opaque 500.
+async fn log_errors(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned());
+    let id = request.headers().get(REQUEST_ID).cloned();
+    let response = next.run(request).await;
+    if let Some(InternalError(error)) = response.extensions().get::<InternalError>() {
+        tracing::error!(
+            error = error.as_ref() as &dyn std::error::Error,
+            route = route.as_deref().unwrap_or("unmatched"),
+            request_id = id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or(""),
+            "request failed"
+        );
+    }
+    response
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -7,36 +7,21 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 
 use super::{ApiError, AppState};
-use crate::store::Counters;
+use crate::api::Stats;
 
-#[derive(Serialize)]
-pub struct Stats {
-    #[serde(flatten)]
-    counters: Counters,
-    /// Topic names, sorted.
-    topics: Vec<String>,
-    uptime_seconds: u64,
-    queue_depth_events: usize,
-    queue_capacity_events: usize,
-    last_seq: u64,
-    subscribers: usize,
-    events_delivered: u64,
-}
-
-/// Counters come from the store (committed with the events, so they agree
-/// with what `/events` shows); the rest is live process state.
+/// The counters, topics and `last_seq` come from one snapshot of the store
+/// (committed with the events, so they agree with each other and with what
+/// `/events` shows); the rest is live process state.
 pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
-    let (counters, topics) = state
-        .read(|store| Ok((store.counters()?, store.topics()?)))
-        .await?;
+    let stored = state.store.stats().await?;
     Ok(Json(Stats {
-        counters,
-        topics: topics.into_iter().map(|t| t.topic).collect(),
+        counters: stored.counters,
+        topics: stored.topics.into_iter().map(|t| t.topic).collect(),
+        last_seq: stored.last_seq,
         uptime_seconds: state.started.elapsed().as_secs(),
-        queue_depth_events: state.ingest.depth(),
-        queue_capacity_events: state.ingest.capacity(),
-        last_seq: *state.committed.borrow(),
-        subscribers: state.subscribers.connected(),
+        queue_depth_events: state.ingest.depth() as u64,
+        queue_capacity_events: state.ingest.capacity() as u64,
+        subscribers: state.subscribers.connected() as u64,
         events_delivered: state.metrics.events_delivered.get(),
     }))
 }
@@ -59,12 +44,12 @@ pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
     if state.ingest.is_closed() {
         return Err(unavailable("ingest consumer has stopped"));
     }
-    state.read(|store| store.check()).await?;
+    state.store.check().await?;
     Ok(Json(Health { status: "ok" }))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let size = state.read(|store| store.size_bytes()).await?;
+    let size = state.store.size_bytes().await?;
     let metrics = &state.metrics;
     metrics.store_size.set(size);
     metrics.queue_depth.set(state.ingest.depth() as i64);

@@ -2,7 +2,7 @@
 //!
 //! A stream first replays the stored events after its cursor, then follows
 //! new commits. It never holds events of its own: each step it copies the
-//! frames after its cursor out of the [tail](crate::ingest::tail) (recent
+//! frames after its cursor out of the [tail](crate::tail) (recent
 //! commits, framed once by the consumer) or, when its cursor is older than
 //! the tail, reads one page from the store; when caught up it waits on the
 //! commit watch. A slow subscriber therefore falls behind without losing
@@ -30,8 +30,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::error::ApiQuery;
 use super::{ApiError, AppState};
 use crate::event::TopicPattern;
-use crate::ingest::tail::{TailRead, Watch, write_frame};
 use crate::store::EventQuery;
+use crate::tail::{Interest, TailRead, write_frame};
 
 /// Bounds on subscribers, from `ServeConfig`.
 #[derive(Debug, Clone, Copy)]
@@ -87,10 +87,10 @@ pub async fn subscribe(
         .topic
         .ok_or_else(|| ApiError::Unprocessable("topic is required (a topic pattern)".to_owned()))
         .and_then(|raw| {
-            TopicPattern::parse(&raw, &state.limits.fields)
+            TopicPattern::parse(&raw, &state.limits.decode.fields)
                 .map_err(|reason| ApiError::Unprocessable(format!("pattern {raw:?} {reason}")))
         })?;
-    let cursor = start_cursor(&headers, params.from.as_deref(), *state.committed.borrow())?;
+    let cursor = start_cursor(&headers, params.from.as_deref(), state.tail.newest())?;
     let Ok(slot) = Arc::clone(&state.subscribers.slots).try_acquire_owned() else {
         return Err(ApiError::Unavailable {
             detail: format!(
@@ -102,14 +102,14 @@ pub async fn subscribe(
     };
     tracing::debug!(%pattern, cursor, "subscriber connected");
     let shutdown = state.shutdown.clone();
-    let follow = Follow {
-        _watch: state.tail.watch(),
+    let subscription = Subscription {
+        _interest: state.tail.interest(),
         state,
         pattern,
         cursor,
         _slot: slot,
     };
-    let chunks = stream::unfold(follow, Follow::next)
+    let chunks = stream::unfold(subscription, Subscription::next)
         .flat_map(stream::iter)
         .take_until(shutdown.cancelled_owned())
         .map(Ok::<_, Infallible>);
@@ -145,20 +145,20 @@ fn start_cursor(headers: &HeaderMap, from: Option<&str>, committed: u64) -> Resu
 }
 
 /// One stream's position. Dropping it frees its subscriber slot.
-struct Follow {
+struct Subscription {
     state: AppState,
     pattern: TopicPattern,
     /// The newest `seq` examined (matching or not).
     cursor: u64,
     _slot: OwnedSemaphorePermit,
     /// Keeps the consumer filling the tail while this stream lives.
-    _watch: Watch,
+    _interest: Interest,
 }
 
 /// Sent on an idle stream so proxies and clients see it is alive.
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
-impl Follow {
+impl Subscription {
     /// The next chunks to send: the frames of up to one page of matching
     /// events, or a keep-alive comment after an idle interval. `None` ends
     /// the stream: the consumer is gone or the store failed; the client
@@ -174,7 +174,7 @@ impl Follow {
                 continue; // A page of other topics; more may follow at once.
             }
             let cursor = self.cursor;
-            let mut committed = self.state.committed.clone();
+            let mut committed = self.state.tail.commits();
             let keep_alive = self.state.limits.subscribe.keep_alive;
             match tokio::time::timeout(keep_alive, committed.wait_for(|seq| *seq > cursor)).await {
                 Ok(Ok(_)) => {}
@@ -200,7 +200,7 @@ impl Follow {
                 events,
                 cursor,
             } => {
-                let full = cursor < *self.state.committed.borrow();
+                let full = cursor < self.state.tail.newest();
                 self.cursor = cursor;
                 Some((chunks, events, full))
             }
@@ -214,7 +214,7 @@ impl Follow {
             after: self.cursor,
             limit,
         };
-        let page = match self.state.read(move |store| store.events(&query)).await {
+        let page = match self.state.store.events(query).await {
             Ok(page) => page,
             Err(error) => {
                 tracing::warn!(%error, pattern = %self.pattern, "ending subscriber stream");

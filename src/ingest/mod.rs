@@ -7,13 +7,13 @@
 //!    when no room frees up within `queue_wait`, it fails with
 //!    [`IngestError::QueueFull`] and the client gets 503 + `Retry-After`.
 //! 2. The request travels as one job with a oneshot reply channel.
-//! 3. The [`consumer`] (one thread, the only writer) takes every job
-//!    that is waiting, up to the [batch policy](batch), and appends them in one
-//!    store transaction: one commit, one fsync for many requests.
-//! 4. Only after the commit does it answer each job with its [`Receipt`] and
-//!    release the job's room in the queue; then, while anyone subscribes, it
-//!    frames the new events into the [`tail`], and advances the commit
-//!    watch (the newest committed `seq`) that subscribers follow.
+//! 3. The [`consumer`] (one task, the only writer of this process) takes
+//!    every job that is waiting, up to the [batch policy](batch), and appends
+//!    them in one store transaction: one commit, one fsync for many requests.
+//! 4. Only after the commit does it answer each job with its [`Receipt`];
+//!    then it announces the commit to the [tail](crate::tail) (which frames
+//!    the new events while anyone subscribes, and wakes subscribers), and
+//!    only then drops the jobs, releasing their room in the queue.
 //!
 //! # Guarantees
 //!
@@ -31,14 +31,13 @@
 
 pub mod batch;
 pub mod consumer;
-pub mod tail;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
+pub use crate::api::Receipt;
 use crate::event::Event;
 use crate::store::{Outcome, StoreError};
 
@@ -51,35 +50,23 @@ pub struct QueueConfig {
     pub wait: Duration,
 }
 
-/// What a committed request did: the body of a 200 from `POST /publish`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Receipt {
-    pub received: u64,
-    pub unique: u64,
-    /// Events already stored (including conflicts), dropped.
-    pub duplicates: u64,
-    /// Duplicates whose content differed from the stored copy.
-    pub conflicts: u64,
-}
-
-impl Receipt {
-    fn tally(outcomes: &[Outcome]) -> Self {
-        let mut receipt = Self {
-            received: outcomes.len() as u64,
-            ..Self::default()
-        };
-        for outcome in outcomes {
-            match outcome {
-                Outcome::Stored { .. } => receipt.unique += 1,
-                Outcome::Duplicate => receipt.duplicates += 1,
-                Outcome::Conflict => {
-                    receipt.duplicates += 1;
-                    receipt.conflicts += 1;
-                }
+/// The receipt of a request whose events had these outcomes.
+fn tally(outcomes: &[Outcome]) -> Receipt {
+    let mut receipt = Receipt {
+        received: outcomes.len() as u64,
+        ..Receipt::default()
+    };
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Stored { .. } => receipt.unique += 1,
+            Outcome::Duplicate => receipt.duplicates += 1,
+            Outcome::Conflict => {
+                receipt.duplicates += 1;
+                receipt.conflicts += 1;
             }
         }
-        receipt
     }
+    receipt
 }
 
 /// Why a request was not committed.
@@ -99,7 +86,8 @@ pub enum IngestError {
 pub(crate) struct Job {
     events: Vec<Event>,
     reply: oneshot::Sender<Result<Receipt, IngestError>>,
-    /// The request's room in the queue, released once the job is answered.
+    /// The request's room in the queue, released once its commit has been
+    /// answered and announced.
     room: OwnedSemaphorePermit,
     enqueued: Instant,
 }

@@ -1,22 +1,45 @@
 //! The durable store: the one place events, the dedup set and the counters
 //! live.
 //!
-//! [`Store`] is deliberately narrow: [`Store::append`] for the ingest consumer
-//! (the only writer) and a handful of reads for the HTTP layer. A duplicate is
-//! an [`Outcome`], not an error. Implementations must enforce the
-//! `(topic, event_id)` uniqueness in the database itself and update the
-//! counters in the same transaction as the events, so that the counters always
-//! agree with what is stored, across any crash or restart.
+//! [`Store`] is one trait with an implementation per backend (the embedded
+//! SQLite store, and PostgreSQL for several replicas); nothing above this
+//! module knows which one it has. It is deliberately narrow:
+//! [`Store::append`] for the ingest consumer and a handful of reads for the
+//! HTTP layer. A duplicate is an [`Outcome`], not an error.
 //!
-//! All methods block; async callers use `spawn_blocking`.
+//! # The contract every implementation keeps
+//!
+//! - **Durable, atomic commits.** `append` returns `Ok` only once its
+//!   transaction is committed with the configured durability; one call is
+//!   one transaction, all or nothing.
+//! - **Exact dedup.** The `(topic, event_id)` uniqueness is decided against
+//!   durable state, never against a cache that could have forgotten a key;
+//!   an in-memory index may speed lookups up but every hit is verified
+//!   against the stored key.
+//! - **Commit-ordered `seq`.** Each stored event gets a `seq` larger than
+//!   every `seq` committed before it, so a reader that has seen `seq = c`
+//!   never later finds an event with `seq < c` appear. [`Commit`] reports
+//!   the range a commit covers, which is how the live tail stays gapless
+//!   (also across replicas that share a store).
+//! - **Counters committed with the events**, so they always agree with what
+//!   is stored, across any crash or restart; [`Store::stats`] reads them and
+//!   the newest `seq` from one consistent snapshot.
+//! - **Cheap open.** Opening never scans the events.
+//!
+//! Methods are async: a backend with a blocking driver (SQLite) runs its
+//! work on the blocking pool, within a bound of its own, so callers never
+//! block the runtime and never need `spawn_blocking` themselves.
 
 mod sqlite;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use tokio::sync::watch;
 
+pub use crate::api::{Counters, TopicSummary};
 use crate::event::Event;
 
 pub use sqlite::SqliteStore;
@@ -44,20 +67,9 @@ pub enum Outcome {
     Conflict,
 }
 
-/// Ingest counters, as committed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Counters {
-    pub received: u64,
-    pub unique_processed: u64,
-    pub duplicate_dropped: u64,
-    /// Duplicates whose content differed from the stored copy (a subset of
-    /// `duplicate_dropped`).
-    pub conflicts: u64,
-}
-
 /// A stored event as readers see it: the event as sent plus `seq` and
 /// `received_at`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredEvent {
     pub seq: u64,
     pub topic: String,
@@ -115,14 +127,6 @@ impl CommitTime {
     }
 }
 
-/// One topic with its number of stored events and the `seq` of the newest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TopicSummary {
-    pub topic: String,
-    pub events: u64,
-    pub last_seq: u64,
-}
-
 /// A page request over stored events in `seq` order.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
@@ -132,6 +136,28 @@ pub struct EventQuery {
     pub after: u64,
     /// At most this many events.
     pub limit: usize,
+}
+
+/// What one [`Store::append`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// One per event, in the order given.
+    pub outcomes: Vec<Outcome>,
+    /// The newest `seq` committed before this commit: the events stored by
+    /// it are exactly those with `previous < seq <= last`.
+    pub previous: u64,
+    /// The newest `seq` after this commit; equal to `previous` when it
+    /// stored only duplicates.
+    pub last: u64,
+}
+
+/// The counters, topics and newest `seq`, read from one consistent snapshot
+/// of the store (so `last_seq` never lags `unique_processed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreStats {
+    pub counters: Counters,
+    pub topics: Vec<TopicSummary>,
+    pub last_seq: u64,
 }
 
 /// Errors from the store.
@@ -147,46 +173,58 @@ pub enum StoreError {
     SchemaTooNew { found: i64, supported: i64 },
     #[error("disk is full")]
     DiskFull,
+    /// The store cannot be reached right now (a database server that is
+    /// down or unreachable); worth retrying later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     #[error("database error")]
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The durable store behind the API. See the module docs for the contract.
+#[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Appends `events` in order in one transaction, stamped `received_at`,
     /// assigning increasing `seq` to new keys, and updates the counters in
-    /// that same transaction.
-    /// Returns one [`Outcome`] per event, in order. When it returns `Ok`, the
-    /// transaction is committed with the configured [`SyncMode`].
+    /// that same transaction. When it returns `Ok`, the transaction is
+    /// committed with the configured durability.
     ///
-    /// Only the ingest consumer calls this.
+    /// Only the ingest consumer calls this, one call at a time.
     ///
     /// # Errors
     /// Nothing of the call is stored when it fails.
-    fn append(
+    async fn append(
         &self,
-        events: &[&Event],
+        events: Arc<[Event]>,
         received_at: CommitTime,
-    ) -> Result<Vec<Outcome>, StoreError>;
+    ) -> Result<Commit, StoreError>;
 
     /// Stored events in `seq` order.
-    fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+    async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// One event by its key, or `None` when it was never stored.
-    fn event(&self, topic: &str, event_id: &str) -> Result<Option<StoredEvent>, StoreError>;
+    async fn event(&self, topic: &str, event_id: &str) -> Result<Option<StoredEvent>, StoreError>;
 
     /// Every topic with its event count and newest `seq`, by name.
-    fn topics(&self) -> Result<Vec<TopicSummary>, StoreError>;
+    async fn topics(&self) -> Result<Vec<TopicSummary>, StoreError>;
 
-    /// The committed counters.
-    fn counters(&self) -> Result<Counters, StoreError>;
+    /// Counters, topics and the newest `seq` from one snapshot.
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
 
     /// The `seq` of the newest stored event, 0 when empty.
-    fn last_seq(&self) -> Result<u64, StoreError>;
+    async fn last_seq(&self) -> Result<u64, StoreError>;
 
     /// Bytes the store occupies on disk.
-    fn size_bytes(&self) -> Result<u64, StoreError>;
+    async fn size_bytes(&self) -> Result<u64, StoreError>;
 
-    /// Succeeds while the store can serve reads.
-    fn check(&self) -> Result<(), StoreError>;
+    /// Succeeds while the store can serve reads and take writes.
+    async fn check(&self) -> Result<(), StoreError>;
+
+    /// The newest `seq` committed by *other* writers sharing this store
+    /// (other replicas over one database), for the live tail to catch up
+    /// on. `None` when this process's consumer is the only writer, as with
+    /// the embedded store: it announces every commit itself.
+    fn foreign_commits(&self) -> Option<watch::Receiver<u64>> {
+        None
+    }
 }

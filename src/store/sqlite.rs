@@ -17,18 +17,23 @@
 //! every commit), `NORMAL` on request. One write connection, owned behind a
 //! mutex that only the ingest consumer takes; readers use their own
 //! connections, which WAL lets run beside the writer without blocking it.
+//!
+//! Every call runs on tokio's blocking pool. Reads are bounded by
+//! [`READERS_MAX`] permits, one per read connection: a read that finds them
+//! all busy waits for one, rather than opening connection after connection.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde_json::value::RawValue;
+use tokio::sync::Semaphore;
 
 use super::{
-    CommitTime, Counters, EventQuery, Outcome, Store, StoreError, StoredEvent, SyncMode,
-    TopicSummary,
+    Commit, CommitTime, Counters, EventQuery, Outcome, Store, StoreError, StoreStats, StoredEvent,
+    SyncMode, TopicSummary,
 };
 use crate::event::Event;
 
@@ -83,23 +88,39 @@ const READER_CACHE_KIB: i64 = 4 * 1024;
 /// its own index page; 16,384 (64 MiB) lets a page written by many commits be
 /// copied back once. Measured in docs/performance.md.
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_384;
-/// Read connections kept open between queries.
-const READERS_IDLE_MAX: usize = 4;
+/// Read connections, and so reads running at once; opened as needed and
+/// kept open.
+const READERS_MAX: usize = 4;
 /// How long a connection waits on a lock held by another (only checkpoints
 /// and schema set-up contend).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const DB_FILE: &str = "logagg.db";
 
-/// The SQLite implementation of [`Store`].
+/// The SQLite implementation of [`Store`]. Cheap to clone.
+#[derive(Clone)]
 pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
+    /// Idle read connections; at most [`READERS_MAX`] exist.
     readers: Mutex<Vec<Connection>>,
+    /// One permit per read connection.
+    read_slots: Arc<Semaphore>,
+}
+
+/// The write connection and the newest `seq` it has committed.
+struct Writer {
+    conn: Connection,
+    last_seq: u64,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store in `data_dir`.
+    /// Opens (creating if needed) the store in `data_dir`. Blocking: call it
+    /// before the server starts, or from the blocking pool.
     ///
     /// # Errors
     /// When the directory or database cannot be created or opened, or holds
@@ -111,17 +132,47 @@ impl SqliteStore {
             source,
         };
         std::fs::create_dir_all(data_dir).map_err(|e| open_error(e.into()))?;
-        let writer = Connection::open(&path).map_err(|e| open_error(e.into()))?;
-        configure_writer(&writer, sync).map_err(|e| open_error(e.into()))?;
-        migrate(&writer)?;
+        let conn = Connection::open(&path).map_err(|e| open_error(e.into()))?;
+        configure_writer(&conn, sync).map_err(|e| open_error(e.into()))?;
+        migrate(&conn)?;
+        let last_seq = conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |row| {
+                count(row, 0)
+            })
+            .map_err(database_error)?;
         Ok(Self {
-            path,
-            writer: Mutex::new(writer),
-            readers: Mutex::new(Vec::new()),
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(Writer { conn, last_seq }),
+                readers: Mutex::new(Vec::new()),
+                read_slots: Arc::new(Semaphore::new(READERS_MAX)),
+            }),
         })
     }
 
-    /// Runs `query` on an idle read connection, opening one when none is idle.
+    /// Runs `query` on a read connection on the blocking pool, once one of
+    /// the [`READERS_MAX`] is free.
+    async fn read<T, F>(&self, query: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let permit = Arc::clone(&self.inner.read_slots)
+            .acquire_owned()
+            .await
+            .expect("the read semaphore is never closed");
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            let _permit = permit;
+            inner.read(query)
+        })
+        .await
+    }
+}
+
+impl Inner {
+    /// Runs `query` on an idle read connection, opening one when none is
+    /// idle (the caller holds a permit, so at most [`READERS_MAX`] exist).
     fn read<T>(
         &self,
         query: impl FnOnce(&Connection) -> rusqlite::Result<T>,
@@ -132,12 +183,18 @@ impl SqliteStore {
             None => open_reader(&self.path).map_err(database_error)?,
         };
         let result = query(&conn).map_err(database_error);
-        let mut idle = self.readers.lock().expect("reader pool lock");
-        if idle.len() < READERS_IDLE_MAX {
-            idle.push(conn);
-        }
+        self.readers.lock().expect("reader pool lock").push(conn);
         result
     }
+}
+
+/// Runs blocking store work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|join_error| StoreError::Database(Box::new(join_error)))?
 }
 
 fn configure_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
@@ -192,20 +249,41 @@ fn database_error(error: rusqlite::Error) -> StoreError {
     }
 }
 
+#[async_trait::async_trait]
 impl Store for SqliteStore {
-    fn append(
+    async fn append(
         &self,
-        events: &[&Event],
+        events: Arc<[Event]>,
         received_at: CommitTime,
-    ) -> Result<Vec<Outcome>, StoreError> {
-        let mut conn = self.writer.lock().expect("writer lock");
-        append(&mut conn, events, received_at).map_err(database_error)
+    ) -> Result<Commit, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        blocking(move || {
+            let mut writer = inner.writer.lock().expect("writer lock");
+            let previous = writer.last_seq;
+            let outcomes =
+                append(&mut writer.conn, &events, received_at).map_err(database_error)?;
+            let last = outcomes
+                .iter()
+                .rev()
+                .find_map(|outcome| match outcome {
+                    Outcome::Stored { seq } => Some(*seq),
+                    Outcome::Duplicate | Outcome::Conflict => None,
+                })
+                .unwrap_or(previous);
+            writer.last_seq = last;
+            Ok(Commit {
+                outcomes,
+                previous,
+                last,
+            })
+        })
+        .await
     }
 
-    fn events(&self, query: &EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
         let after = to_sql(query.after);
-        self.read(|conn| match &query.topic {
+        self.read(move |conn| match &query.topic {
             Some(topic) => {
                 let sql = format!(
                     "SELECT {EVENT_COLUMNS} FROM events WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
@@ -222,63 +300,50 @@ impl Store for SqliteStore {
                 stmt.query_map(params![after, limit], stored_event)?.collect()
             }
         })
+        .await
     }
 
-    fn event(&self, topic: &str, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        self.read(|conn| {
+    async fn event(&self, topic: &str, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let (topic, event_id) = (topic.to_owned(), event_id.to_owned());
+        self.read(move |conn| {
             let sql =
                 format!("SELECT {EVENT_COLUMNS} FROM events WHERE topic = ?1 AND event_id = ?2");
             conn.prepare_cached(&sql)?
                 .query_row(params![topic, event_id], stored_event)
                 .optional()
         })
+        .await
     }
 
-    fn topics(&self) -> Result<Vec<TopicSummary>, StoreError> {
+    async fn topics(&self) -> Result<Vec<TopicSummary>, StoreError> {
+        self.read(read_topics).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.read(|conn| {
-            let mut stmt =
-                conn.prepare_cached("SELECT topic, events, last_seq FROM topics ORDER BY topic")?;
-            stmt.query_map([], |row| {
-                Ok(TopicSummary {
-                    topic: row.get(0)?,
-                    events: count(row, 1)?,
-                    last_seq: count(row, 2)?,
-                })
-            })?
-            .collect()
+            // One read transaction: WAL gives it one snapshot for all three.
+            let tx = conn.unchecked_transaction()?;
+            let stats = StoreStats {
+                counters: read_counters(&tx)?,
+                topics: read_topics(&tx)?,
+                last_seq: read_last_seq(&tx)?,
+            };
+            tx.commit()?;
+            Ok(stats)
         })
+        .await
     }
 
-    fn counters(&self) -> Result<Counters, StoreError> {
-        self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT received, unique_processed, duplicate_dropped, conflicts FROM counters",
-            )?
-            .query_row([], |row| {
-                Ok(Counters {
-                    received: count(row, 0)?,
-                    unique_processed: count(row, 1)?,
-                    duplicate_dropped: count(row, 2)?,
-                    conflicts: count(row, 3)?,
-                })
-            })
-        })
+    async fn last_seq(&self) -> Result<u64, StoreError> {
+        self.read(read_last_seq).await
     }
 
-    fn last_seq(&self) -> Result<u64, StoreError> {
-        self.read(|conn| {
-            conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |row| {
-                count(row, 0)
-            })
-        })
-    }
-
-    fn size_bytes(&self) -> Result<u64, StoreError> {
+    async fn size_bytes(&self) -> Result<u64, StoreError> {
         let mut total = 0;
         for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.path.clone().into_os_string();
+            let mut path = self.inner.path.clone().into_os_string();
             path.push(suffix);
-            match std::fs::metadata(&path) {
+            match tokio::fs::metadata(&path).await {
                 Ok(meta) => total += meta.len(),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(StoreError::Database(Box::new(e))),
@@ -287,16 +352,50 @@ impl Store for SqliteStore {
         Ok(total)
     }
 
-    fn check(&self) -> Result<(), StoreError> {
+    async fn check(&self) -> Result<(), StoreError> {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
     }
+}
+
+fn read_topics(conn: &Connection) -> rusqlite::Result<Vec<TopicSummary>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT topic, events, last_seq FROM topics ORDER BY topic")?;
+    stmt.query_map([], |row| {
+        Ok(TopicSummary {
+            topic: row.get(0)?,
+            events: count(row, 1)?,
+            last_seq: count(row, 2)?,
+        })
+    })?
+    .collect()
+}
+
+fn read_counters(conn: &Connection) -> rusqlite::Result<Counters> {
+    conn.prepare_cached(
+        "SELECT received, unique_processed, duplicate_dropped, conflicts FROM counters",
+    )?
+    .query_row([], |row| {
+        Ok(Counters {
+            received: count(row, 0)?,
+            unique_processed: count(row, 1)?,
+            duplicate_dropped: count(row, 2)?,
+            conflicts: count(row, 3)?,
+        })
+    })
+}
+
+fn read_last_seq(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |row| {
+        count(row, 0)
+    })
 }
 
 /// The write transaction: insert each event, classify the ones the unique
 /// constraint turned away, then update the per-topic and global counters.
 fn append(
     conn: &mut Connection,
-    events: &[&Event],
+    events: &[Event],
     received_at: CommitTime,
 ) -> rusqlite::Result<Vec<Outcome>> {
     // IMMEDIATE takes the write lock up front, so a checkpoint cannot make
@@ -420,8 +519,12 @@ mod tests {
         Event::from_wire(&wire, 0, &FieldLimits::default()).expect("valid test event")
     }
 
-    #[test]
-    fn append_classifies_new_duplicate_and_conflict() {
+    fn batch(events: &[Event]) -> Arc<[Event]> {
+        events.to_vec().into()
+    }
+
+    #[tokio::test]
+    async fn append_classifies_new_duplicate_and_conflict() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(dir.path(), SyncMode::Full).expect("open");
         let (a, a_again, a_changed, b) = (
@@ -430,21 +533,26 @@ mod tests {
             event("t", "1", r#"{"x":1}"#),
             event("u", "1", "{}"),
         );
-        let outcomes = store
-            .append(&[&a, &a_again, &a_changed, &b], CommitTime(0))
+        let commit = store
+            .append(batch(&[a, a_again, a_changed, b]), CommitTime(0))
+            .await
             .expect("append");
         assert_eq!(
-            outcomes,
-            [
-                Outcome::Stored { seq: 1 },
-                Outcome::Duplicate,
-                Outcome::Conflict,
-                Outcome::Stored { seq: 2 }
-            ]
+            commit,
+            Commit {
+                outcomes: vec![
+                    Outcome::Stored { seq: 1 },
+                    Outcome::Duplicate,
+                    Outcome::Conflict,
+                    Outcome::Stored { seq: 2 }
+                ],
+                previous: 0,
+                last: 2,
+            }
         );
-        let counters = store.counters().expect("counters");
+        let stats = store.stats().await.expect("stats");
         assert_eq!(
-            counters,
+            stats.counters,
             Counters {
                 received: 4,
                 unique_processed: 2,
@@ -452,28 +560,34 @@ mod tests {
                 conflicts: 1
             }
         );
-        let topics = store.topics().expect("topics");
-        assert_eq!(topics.len(), 2);
-        assert_eq!((topics[0].events, topics[0].last_seq), (1, 1));
+        assert_eq!(stats.last_seq, 2);
+        assert_eq!(stats.topics.len(), 2);
+        assert_eq!((stats.topics[0].events, stats.topics[0].last_seq), (1, 1));
     }
 
-    #[test]
-    fn reopening_keeps_events_and_counters() {
+    #[tokio::test]
+    async fn reopening_keeps_events_counters_and_the_seq_range() {
         let dir = tempfile::tempdir().expect("temp dir");
         {
             let store = SqliteStore::open(dir.path(), SyncMode::Full).expect("open");
             store
-                .append(&[&event("t", "1", "{}")], CommitTime(0))
+                .append(batch(&[event("t", "1", "{}")]), CommitTime(0))
+                .await
                 .expect("append");
         }
         let store = SqliteStore::open(dir.path(), SyncMode::Full).expect("reopen");
+        let commit = store
+            .append(
+                batch(&[event("t", "1", "{}"), event("t", "2", "{}")]),
+                CommitTime(0),
+            )
+            .await
+            .expect("append");
         assert_eq!(
-            store
-                .append(&[&event("t", "1", "{}")], CommitTime(0))
-                .expect("append"),
-            [Outcome::Duplicate]
+            (commit.outcomes, commit.previous, commit.last),
+            (vec![Outcome::Duplicate, Outcome::Stored { seq: 2 }], 1, 2)
         );
-        assert_eq!(store.last_seq().expect("last seq"), 1);
-        assert_eq!(store.counters().expect("counters").received, 2);
+        assert_eq!(store.last_seq().await.expect("last seq"), 2);
+        assert_eq!(store.stats().await.expect("stats").counters.received, 3);
     }
 }

@@ -2,6 +2,8 @@
 //! refused with the right status and an RFC 9457 problem document, stores
 //! nothing (a request is all-or-nothing), and leaves the server healthy.
 
+use std::num::NonZeroUsize;
+
 use crate::common::{Counters, TestApp, gzip};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -13,11 +15,12 @@ const REQUEST_EVENTS_MAX: usize = 10;
 const JSON_DEPTH_MAX: usize = 8;
 
 async fn spawn_with_low_limits() -> TestApp {
+    let limit = |value: usize| NonZeroUsize::new(value).expect("test limits are positive");
     TestApp::spawn_with(|config| {
-        config.field_bytes_max = FIELD_BYTES_MAX;
-        config.body_bytes_max = BODY_BYTES_MAX;
-        config.request_events_max = REQUEST_EVENTS_MAX;
-        config.json_depth_max = JSON_DEPTH_MAX;
+        config.field_bytes_max = limit(FIELD_BYTES_MAX);
+        config.body_bytes_max = limit(BODY_BYTES_MAX);
+        config.request_events_max = limit(REQUEST_EVENTS_MAX);
+        config.json_depth_max = limit(JSON_DEPTH_MAX);
     })
     .await
 }
@@ -773,7 +776,7 @@ fn body_of_exactly(bytes: usize) -> String {
 #[tokio::test]
 async fn a_body_far_over_the_default_limit_gets_413_not_a_reset() {
     let app = TestApp::spawn().await;
-    let size = 2 * app.config.body_bytes_max;
+    let size = 2 * app.config.body_bytes_max.get();
     let body = vec![b' '; size];
     let response = app.api.publish_raw("application/json", body.clone()).await;
     assert_eq!(response.status(), 413, "with Content-Length");

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
+pub use logagg::api::Counters;
 use logagg::cmd::serve::Server;
 use logagg::config::ServeConfig;
 use serde_json::{Value, json};
@@ -326,7 +327,7 @@ fn listening_address(stderr: std::process::ChildStderr) -> SocketAddr {
     });
     address
         .recv_timeout(Duration::from_secs(30))
-        .expect("the server logs its bound address within 30 s")
+        .expect("the server starts listening within 30 s (its log is above)")
 }
 
 /// A port that nothing listens on: bound, read back, and closed again.
@@ -358,32 +359,6 @@ pub fn skip(test: &str, reason: &str) {
         std::io::stderr(),
         "skipping {test}: {reason} (LOGAGG_REQUIRE_ALL=1 makes this a failure)"
     );
-}
-
-/// The ingest counters of `/stats`, for whole-value comparisons.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counters {
-    pub received: u64,
-    pub unique_processed: u64,
-    pub duplicate_dropped: u64,
-    pub conflicts: u64,
-}
-
-impl Counters {
-    /// Reads the counters out of a `/stats` body.
-    pub fn from_stats(stats: &Value) -> Self {
-        let field = |name: &str| {
-            stats[name]
-                .as_u64()
-                .unwrap_or_else(|| panic!("/stats has no count {name:?}: {stats}"))
-        };
-        Self {
-            received: field("received"),
-            unique_processed: field("unique_processed"),
-            duplicate_dropped: field("duplicate_dropped"),
-            conflicts: field("conflicts"),
-        }
-    }
 }
 
 impl Api {
@@ -433,7 +408,9 @@ impl Api {
 
     /// The committed ingest counters from `/stats`.
     pub async fn counters(&self) -> Counters {
-        Counters::from_stats(&self.stats().await)
+        let stats = self.stats().await;
+        serde_json::from_value(stats.clone())
+            .unwrap_or_else(|e| panic!("/stats lacks the counters ({e}): {stats}"))
     }
 
     /// Every stored event, read in pages of `limit` through `next_after`.
@@ -484,33 +461,5 @@ pub fn ndjson(events: &[Value]) -> String {
     events.iter().map(|event| format!("{event}\n")).collect()
 }
 
-/// A small deterministic PRNG (splitmix64), so load tests are reproducible
-/// without another dependency.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `range` (inclusive on both ends).
-    pub fn between(&mut self, low: usize, high: usize) -> usize {
-        low + (self.next_u64() % (high - low + 1) as u64) as usize
-    }
-
-    pub fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = self.between(0, i);
-            items.swap(i, j);
-        }
-    }
-}
+/// A seeded generator, so load tests are reproducible.
+pub type Rng = rand::rngs::ChaCha8Rng;

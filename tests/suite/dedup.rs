@@ -6,6 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+
 use crate::common::{Api, Counters, Rng, TestApp, event, gzip, key, ndjson};
 use serde_json::{Value, json};
 
@@ -170,9 +173,9 @@ fn load_with_duplicates(rng: &mut Rng) -> Vec<Value> {
         .collect();
     let mut all = unique.clone();
     for _ in 0..1_000 {
-        all.push(unique[rng.between(0, unique.len() - 1)].clone());
+        all.push(unique[rng.random_range(0..unique.len())].clone());
     }
-    rng.shuffle(&mut all);
+    all.shuffle(rng);
     all
 }
 
@@ -182,11 +185,11 @@ async fn publish_mixed(api: Api, events: Vec<Value>, mut rng: Rng) -> [u64; 4] {
     let mut totals = [0; 4];
     let mut rest = events.as_slice();
     while !rest.is_empty() {
-        let size = rng.between(1, 40).min(rest.len());
+        let size = rng.random_range(1..=40).min(rest.len());
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
         let body = match chunk {
-            [single] if rng.between(0, 1) == 0 => single.clone(),
+            [single] if rng.random_bool(0.5) => single.clone(),
             _ => json!(chunk),
         };
         let answer = api.publish_ok(&body).await;
@@ -205,7 +208,7 @@ async fn publish_mixed(api: Api, events: Vec<Value>, mut rng: Rng) -> [u64; 4] {
 async fn five_thousand_events_with_twenty_percent_duplicates_from_eight_clients_store_four_thousand()
  {
     let app = TestApp::spawn().await;
-    let mut rng = Rng::new(0x10_6A66);
+    let mut rng = Rng::seed_from_u64(0x10_6A66);
     let events = load_with_duplicates(&mut rng);
     let expected_keys: BTreeSet<_> = events.iter().map(key).collect();
     assert_eq!(expected_keys.len(), 4_000);
@@ -215,7 +218,7 @@ async fn five_thousand_events_with_twenty_percent_duplicates_from_eight_clients_
         .enumerate()
         .map(|(i, chunk)| {
             let api = app.api.separate_client();
-            let rng = Rng::new(i as u64);
+            let rng = Rng::seed_from_u64(i as u64);
             tokio::spawn(publish_mixed(api, chunk.to_vec(), rng))
         });
     let results = tokio::time::timeout(

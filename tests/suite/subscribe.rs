@@ -229,7 +229,10 @@ async fn bad_subscriptions_get_problem_documents() {
 
 #[tokio::test]
 async fn subscribers_past_the_limit_get_503_with_retry_after() {
-    let app = TestApp::spawn_with(|config| config.subscribers_max = 2).await;
+    let app = TestApp::spawn_with(|config| {
+        config.subscribers_max = std::num::NonZeroUsize::new(2).expect("non-zero");
+    })
+    .await;
     let _first = Stream::open(&app.api, "a", None).await;
     let second = Stream::open(&app.api, "a", None).await;
     let response = app.api.get_raw("/subscribe?topic=a").await;

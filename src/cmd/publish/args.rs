@@ -9,6 +9,8 @@ use clap::builder::BoolishValueParser;
 use clap::{ArgGroup, Args};
 
 use super::generate::{self, IdKind};
+use crate::cmd::client::BaseUrl;
+use crate::config::parse_duration;
 
 /// The slowest `--rate`: one event every 1000 seconds.
 const RATE_MIN: f64 = 0.001;
@@ -24,7 +26,7 @@ pub struct PublishArgs {
 
     /// Base URL of the server.
     #[arg(long, env = "LOGAGG_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
+    pub url: BaseUrl,
 
     /// Events per request. A request is also cut before its body passes
     /// 8 MiB.
@@ -114,26 +116,6 @@ pub struct PublishArgs {
     pub seed: Option<u64>,
 }
 
-/// `30s`, `500ms`, `2m`, or a bare number of seconds (`1.5`).
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (e.g. 30s, 500ms, 2m)"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("unknown unit {unit:?}; use ms, s or m")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
-}
-
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(rate) if (RATE_MIN..=f64::MAX).contains(&rate) => Ok(rate),
@@ -170,10 +152,9 @@ mod tests {
     fn durations_take_units() {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("1.5").is_err(), "a unit is required");
         assert!(parse_duration("soon").is_err());
     }
 

@@ -8,10 +8,12 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use super::sender::{Delivery, Receipt};
+use super::sender::Delivery;
+use crate::api::Receipt;
 
 /// How often the bar is redrawn.
 pub(crate) const PROGRESS_TICK: Duration = Duration::from_millis(250);
@@ -20,7 +22,7 @@ pub(crate) const PROGRESS_TICK: Duration = Duration::from_millis(250);
 const PLAIN_LINE_EVERY: Duration = Duration::from_secs(5);
 
 /// Running totals, updated as requests finish.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Tally {
     pub requests: u64,
     /// Events handed to the sender (each counted once, however many tries).
@@ -33,8 +35,24 @@ pub(crate) struct Tally {
     pub failed: u64,
     /// See [`Delivery::unanswered_events`].
     pub unanswered: u64,
-    /// One per acknowledged request: first send to 200.
-    pub latencies: Vec<Duration>,
+    /// One sample per acknowledged request, first send to 200, in
+    /// microseconds: a fixed-size histogram (three significant digits), so
+    /// a run of millions of requests does not keep every sample.
+    pub latencies: Histogram<u64>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            requests: 0,
+            sent: 0,
+            acked: Receipt::default(),
+            retries: 0,
+            failed: 0,
+            unanswered: 0,
+            latencies: Histogram::new(3).expect("3 significant digits is a valid precision"),
+        }
+    }
 }
 
 impl Tally {
@@ -48,12 +66,11 @@ impl Tally {
         self.unanswered += delivery.unanswered_events;
         match &delivery.outcome {
             Ok(acked) => {
-                let receipt = &acked.receipt;
-                self.acked.received += receipt.received;
-                self.acked.unique += receipt.unique;
-                self.acked.duplicates += receipt.duplicates;
-                self.acked.conflicts += receipt.conflicts;
-                self.latencies.push(acked.latency);
+                self.acked.add(&acked.receipt);
+                // The histogram grows to fit; a latency too large even for
+                // that is clamped to the largest it can hold.
+                let micros = u64::try_from(acked.latency.as_micros()).unwrap_or(u64::MAX);
+                self.latencies.saturating_record(micros);
             }
             Err(_) => self.failed += delivery.request.events as u64,
         }
@@ -113,7 +130,7 @@ pub(crate) struct Summary {
 
 impl Summary {
     pub(crate) fn new(
-        mut tally: Tally,
+        tally: Tally,
         not_sent: Option<u64>,
         elapsed: Duration,
         seed: Option<u64>,
@@ -133,7 +150,7 @@ impl Summary {
             elapsed_seconds: round(elapsed.as_secs_f64(), 3),
             events_per_second: round(tally.acked.received as f64 / seconds, 1),
             requests_per_second: round(tally.latencies.len() as f64 / seconds, 1),
-            latency_ms: latency(&mut tally.latencies),
+            latency_ms: latency(&tally.latencies),
             seed,
             verify,
         }
@@ -206,19 +223,17 @@ impl Summary {
     }
 }
 
-/// Nearest-rank percentiles of `samples` (sorted in place).
-fn latency(samples: &mut [Duration]) -> Option<Latency> {
-    samples.sort_unstable();
-    let max = *samples.last()?;
-    let rank = |quantile: f64| {
-        let index = ((quantile * samples.len() as f64).ceil() as usize).max(1) - 1;
-        samples[index]
-    };
-    let ms = |d: Duration| round(d.as_secs_f64() * 1000.0, 3);
+/// Percentiles of the recorded latencies, within the histogram's precision
+/// (three significant digits).
+fn latency(samples: &Histogram<u64>) -> Option<Latency> {
+    if samples.is_empty() {
+        return None;
+    }
+    let ms = |micros: u64| round(micros as f64 / 1000.0, 3);
     Some(Latency {
-        p50: ms(rank(0.50)),
-        p99: ms(rank(0.99)),
-        max: ms(max),
+        p50: ms(samples.value_at_quantile(0.50)),
+        p99: ms(samples.value_at_quantile(0.99)),
+        max: ms(samples.max()),
     })
 }
 
@@ -288,13 +303,23 @@ impl Progress {
 mod tests {
     use super::*;
 
+    fn histogram(millis: impl IntoIterator<Item = u64>) -> Histogram<u64> {
+        let mut samples = Histogram::new(3).expect("valid precision");
+        for ms in millis {
+            samples.record(ms * 1000).expect("in range");
+        }
+        samples
+    }
+
     #[test]
-    fn percentiles_are_nearest_rank() {
-        let mut samples: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
-        let many = latency(&mut samples).expect("some");
-        assert_eq!((many.p50, many.p99, many.max), (50.0, 99.0, 100.0));
-        assert!(latency(&mut []).is_none());
-        let one = latency(&mut [Duration::from_millis(7)]).expect("one");
-        assert_eq!((one.p50, one.p99, one.max), (7.0, 7.0, 7.0));
+    fn percentiles_are_within_the_histogram_precision() {
+        let close = |actual: f64, expected: f64| (actual - expected).abs() <= expected / 1000.0;
+        let many = latency(&histogram((1..=100).rev())).expect("some");
+        assert!(close(many.p50, 50.0), "{many:?}");
+        assert!(close(many.p99, 99.0), "{many:?}");
+        assert!(close(many.max, 100.0), "{many:?}");
+        assert!(latency(&histogram([])).is_none());
+        let one = latency(&histogram([7])).expect("one");
+        assert!(close(one.p50, 7.0) && close(one.max, 7.0), "{one:?}");
     }
 }

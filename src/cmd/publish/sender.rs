@@ -19,10 +19,11 @@ use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
-use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::source::Request;
+use crate::api::{Problem, Receipt};
+use crate::cmd::client::{self, BaseUrl};
 
 /// The longest `Retry-After` honoured; a server asking for more is waited
 /// on for this long (the attempt count still bounds the run).
@@ -30,9 +31,6 @@ const RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 
 /// Field problems quoted in an error message; the rest are counted.
 const FIELD_PROBLEMS_QUOTED: usize = 5;
-
-/// Longest non-JSON error body quoted in a message, in bytes.
-const BODY_QUOTED_MAX: usize = 300;
 
 /// When to retry and how long to wait.
 #[derive(Debug, Clone, Copy)]
@@ -65,16 +63,6 @@ impl RetryPolicy {
             None => jitter,
         }
     }
-}
-
-/// What a 200 from `POST /publish` says.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-pub(crate) struct Receipt {
-    pub received: u64,
-    pub unique: u64,
-    pub duplicates: u64,
-    #[serde(default)]
-    pub conflicts: u64,
 }
 
 /// What became of one request.
@@ -152,53 +140,6 @@ impl Failure {
     }
 }
 
-/// An RFC 9457 problem document, as far as it could be read.
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct Problem {
-    #[serde(default)]
-    pub title: Option<String>,
-    #[serde(default)]
-    pub detail: Option<String>,
-    #[serde(default)]
-    pub errors: Vec<FieldProblem>,
-}
-
-/// One entry of a problem's `errors`: `index` counts events in the request.
-#[derive(Debug, Deserialize)]
-pub(crate) struct FieldProblem {
-    pub index: usize,
-    #[serde(default)]
-    pub field: Option<String>,
-    pub message: String,
-}
-
-impl Problem {
-    /// Reads an error body; one that is not a problem document becomes its
-    /// own (shortened) text as the detail.
-    fn parse(body: &[u8]) -> Self {
-        serde_json::from_slice(body).unwrap_or_else(|_| {
-            let text = String::from_utf8_lossy(body);
-            let text = text.trim();
-            let mut end = text.len().min(BODY_QUOTED_MAX);
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            Self {
-                detail: (!text.is_empty()).then(|| text[..end].to_owned()),
-                ..Self::default()
-            }
-        })
-    }
-
-    fn summary(&self) -> String {
-        match (&self.title, &self.detail) {
-            (Some(title), Some(detail)) => format!("{title}: {detail}"),
-            (None, Some(text)) | (Some(text), None) => text.clone(),
-            (None, None) => "no details given".to_owned(),
-        }
-    }
-}
-
 /// What one attempt came to.
 enum Attempt {
     Acked(Receipt),
@@ -225,14 +166,14 @@ impl Sender {
     /// connections alive.
     ///
     /// # Errors
-    /// When `base` is not an http URL or the client cannot be built.
+    /// When the client cannot be built.
     pub(crate) fn new(
-        base: &str,
+        base: &BaseUrl,
         policy: RetryPolicy,
         connections: usize,
         jitter_seed: u64,
     ) -> anyhow::Result<Self> {
-        let publish_url = publish_url(base)?;
+        let publish_url = base.endpoint("/publish");
         let client = reqwest::Client::builder()
             .timeout(policy.timeout)
             .pool_max_idle_per_host(connections)
@@ -346,12 +287,12 @@ impl Sender {
             return Attempt::Failed(Failure::Rejected {
                 status,
                 problem: Problem {
-                    detail: Some(detail),
+                    detail,
                     ..Problem::default()
                 },
             });
         }
-        let problem = Problem::parse(&body);
+        let problem = client::problem(&body);
         if status.is_server_error() {
             return Attempt::Retry {
                 reason: format!("{status}: {}", problem.summary()),
@@ -385,18 +326,6 @@ impl Sender {
             format!("connection failed ({cause})")
         }
     }
-}
-
-/// `{base}/publish`, checked to be an http URL.
-fn publish_url(base: &str) -> anyhow::Result<reqwest::Url> {
-    let url = format!("{}/publish", base.trim_end_matches('/'));
-    let parsed = reqwest::Url::parse(&url)
-        .with_context(|| format!("--url {base:?} is not a URL (e.g. http://127.0.0.1:8080)"))?;
-    anyhow::ensure!(
-        parsed.scheme() == "http",
-        "--url {base:?}: only http:// is supported (the server speaks plain HTTP)"
-    );
-    Ok(parsed)
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date.
@@ -458,25 +387,5 @@ mod tests {
         assert_eq!(retry_after(&headers), Some(Duration::ZERO), "a past date");
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers), None);
-    }
-
-    #[test]
-    fn problems_are_read_leniently() {
-        let problem = Problem::parse(
-            br#"{"title":"Events failed validation","detail":"1 problem(s)","errors":[{"index":2,"field":"topic","message":"is required"}]}"#,
-        );
-        assert_eq!(problem.summary(), "Events failed validation: 1 problem(s)");
-        assert_eq!(problem.errors[0].index, 2);
-        let text = Problem::parse(b"  upstream exploded\n");
-        assert_eq!(text.summary(), "upstream exploded");
-        assert_eq!(Problem::parse(b"").summary(), "no details given");
-    }
-
-    #[test]
-    fn only_http_urls_are_taken() {
-        let url = publish_url("http://127.0.0.1:8080/").expect("valid");
-        assert_eq!(url.as_str(), "http://127.0.0.1:8080/publish");
-        assert!(publish_url("https://example.com").is_err());
-        assert!(publish_url("localhost:8080").is_err());
     }
 }

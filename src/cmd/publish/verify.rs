@@ -2,24 +2,26 @@
 //! run, against what the receipts say.
 
 use anyhow::Context;
-use serde::Deserialize;
 
 use super::report::{Tally, Verification};
 use super::sender::Sender;
-
-/// The server's counters that `--verify` compares.
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub(crate) struct Counters {
-    received: u64,
-    unique_processed: u64,
-    duplicate_dropped: u64,
-}
+use crate::api::Counters;
+use crate::cmd::client::BaseUrl;
 
 /// `/stats` counters, for `--verify`.
-pub(crate) async fn counters(sender: &Sender, base: &str, when: &str) -> anyhow::Result<Counters> {
-    let url = format!("{}/stats", base.trim_end_matches('/'));
+pub(crate) async fn counters(
+    sender: &Sender,
+    base: &BaseUrl,
+    when: &str,
+) -> anyhow::Result<Counters> {
+    let url = base.endpoint("/stats");
     let reading = async {
-        let response = sender.client().get(&url).send().await?.error_for_status()?;
+        let response = sender
+            .client()
+            .get(url.clone())
+            .send()
+            .await?
+            .error_for_status()?;
         response.json::<Counters>().await
     };
     reading
@@ -93,13 +95,14 @@ pub(crate) fn verify(before: Counters, after: Counters, tally: &Tally) -> Verifi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cmd::publish::sender::Receipt;
+    use crate::api::Receipt;
 
     fn counters(received: u64, unique_processed: u64, duplicate_dropped: u64) -> Counters {
         Counters {
             received,
             unique_processed,
             duplicate_dropped,
+            conflicts: 0,
         }
     }
 

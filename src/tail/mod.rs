@@ -1,24 +1,34 @@
-//! The tail: the most recently committed events, already framed as
-//! Server-Sent Events, kept in memory for live subscribers.
+//! The tail: what has been committed, for live subscribers. It holds the
+//! newest committed `seq` (a watch that subscribers wait on) and the most
+//! recently committed events, already framed as Server-Sent Events.
 //!
-//! Without it every subscriber queried the store and serialized each event
-//! itself after every commit: with 100 subscribers on two cores, publishing
-//! fell to 1% of its rate (docs/performance.md). With it, the consumer frames
-//! each new event once, and a subscriber that is caught up copies frames out
-//! of memory. The store stays the source of truth: a subscriber whose cursor
-//! is older than the tail reads the store, as before, so nothing is lost when
-//! it falls behind; the tail only saves work.
+//! Without the frames, every subscriber queried the store and serialized
+//! each event itself after every commit: with 100 subscribers on two cores,
+//! publishing fell to 1% of its rate (docs/performance.md). With them, each
+//! new event is framed once, and a subscriber that is caught up copies
+//! frames out of memory. The store stays the source of truth: a subscriber
+//! whose cursor is older than the tail reads the store, so nothing is lost
+//! when it falls behind; the tail only saves work.
+//!
+//! Commits reach the tail through [`Tail::announce`]: from the ingest
+//! consumer for its own commits, and, when other replicas write to the same
+//! store, from a task that reads their commits back from the store. A commit
+//! is announced with the `seq` range it covers; announcing a range that is
+//! already covered, in whole or in part, is harmless, so both sources may
+//! race.
 //!
 //! Frames are written one after another into shared blocks of up to
-//! [`BLOCK_BYTES`], so a subscriber that wants a run of consecutive frames
-//! (everyone following `>`) sends one slice of a block, shared by all
-//! subscribers, instead of copying each frame. A short run is copied
-//! instead, so a subscriber that stops reading never pins a block much
-//! larger than what it has in flight.
+//! [`BLOCK_BYTES`] ([`frame`]), so a subscriber that wants a run of
+//! consecutive frames (everyone following `>`) sends one slice of a block,
+//! shared by all subscribers, instead of copying each frame. A short run is
+//! copied instead, so a subscriber that stops reading never pins a block
+//! much larger than what it has in flight.
 //!
-//! Invariant: the tail holds *every* event with `after < seq <= covered`, in
-//! `seq` order. The consumer keeps it only while someone subscribes
-//! ([`Tail::watch`]); otherwise it is empty and costs nothing.
+//! Invariant: the frames are *every* event with `after < seq <= covered`, in
+//! `seq` order. They are kept only while someone subscribes (an
+//! [`Interest`] is held); otherwise the ring is empty and costs nothing.
+
+mod frame;
 
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -26,10 +36,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::watch;
 
-use crate::store::EventView;
+pub use frame::{BLOCK_BYTES, Frame, Framer, write_frame};
 
-/// Bounds on what the tail holds; the oldest entries go first.
+/// Bounds on what the tail holds; the oldest frames go first.
 #[derive(Debug, Clone, Copy)]
 pub struct TailLimits {
     pub events_max: usize,
@@ -43,88 +54,9 @@ impl TailLimits {
     };
 }
 
-/// The size at which a block of frames is closed and a new one begun.
-pub const BLOCK_BYTES: usize = 64 * 1024;
-
 /// Runs shorter than this are copied rather than shared, so what a reader
 /// holds pins at most four times its own size.
 const SHARE_MIN: usize = BLOCK_BYTES / 4;
-
-/// One committed event as a ready-to-send SSE frame ([`write_frame`]), at
-/// `range` in a block shared with its neighbours.
-#[derive(Debug, Clone)]
-pub struct Frame {
-    seq: u64,
-    topic: Box<str>,
-    block: Bytes,
-    range: Range<usize>,
-}
-
-impl Frame {
-    /// The frame's bytes.
-    #[cfg(test)]
-    fn bytes(&self) -> Bytes {
-        self.block.slice(self.range.clone())
-    }
-
-    fn len(&self) -> usize {
-        self.range.len()
-    }
-}
-
-/// Appends `event` to `buf` as one SSE message: `id: <seq>\ndata: <event
-/// JSON>\n\n`, the JSON shaped as in `/events`.
-pub fn write_frame(buf: &mut BytesMut, event: &EventView<'_>) {
-    buf.reserve(96 + event.payload.get().len());
-    buf.put_slice(b"id: ");
-    buf.put_slice(event.seq.to_string().as_bytes());
-    buf.put_slice(b"\ndata: ");
-    // Compact JSON has no newline, so the event is one `data:` line.
-    serde_json::to_writer((&mut *buf).writer(), event).expect("events serialize to memory");
-    buf.put_slice(b"\n\n");
-}
-
-/// Frames events in order into blocks of about [`BLOCK_BYTES`].
-#[derive(Debug, Default)]
-pub struct Framer {
-    block: BytesMut,
-    /// `(seq, topic, range)` of the frames in `block`.
-    open: Vec<(u64, Box<str>, Range<usize>)>,
-    frames: Vec<Frame>,
-}
-
-impl Framer {
-    /// Appends one event's frame.
-    pub fn push(&mut self, event: &EventView<'_>) {
-        let start = self.block.len();
-        write_frame(&mut self.block, event);
-        let end = self.block.len();
-        self.open.push((event.seq, event.topic.into(), start..end));
-        if end >= BLOCK_BYTES {
-            self.close_block();
-        }
-    }
-
-    /// The frames pushed so far, in order.
-    pub fn finish(mut self) -> Vec<Frame> {
-        self.close_block();
-        self.frames
-    }
-
-    fn close_block(&mut self) {
-        if self.open.is_empty() {
-            return;
-        }
-        let block = std::mem::take(&mut self.block).freeze();
-        self.frames
-            .extend(self.open.drain(..).map(|(seq, topic, range)| Frame {
-                seq,
-                topic,
-                block: block.clone(),
-                range,
-            }));
-    }
-}
 
 /// What [`Tail::read`] found.
 #[derive(Debug)]
@@ -154,56 +86,90 @@ struct Ring {
 pub struct Tail {
     ring: RwLock<Ring>,
     limits: TailLimits,
-    watchers: Arc<AtomicUsize>,
+    interested: Arc<AtomicUsize>,
+    /// The newest committed `seq`.
+    newest: watch::Sender<u64>,
 }
 
-/// Keeps the tail filled while held; one per subscriber.
+/// Keeps the tail's frames filled while held; one per subscriber.
 #[derive(Debug)]
-pub struct Watch(Arc<AtomicUsize>);
+pub struct Interest(Arc<AtomicUsize>);
 
-impl Drop for Watch {
+impl Drop for Interest {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl Tail {
-    pub fn new(limits: TailLimits) -> Self {
+    /// An empty tail whose newest committed `seq` is `newest`.
+    pub fn new(limits: TailLimits, newest: u64) -> Self {
         Self {
             ring: RwLock::default(),
             limits,
-            watchers: Arc::default(),
+            interested: Arc::default(),
+            newest: watch::Sender::new(newest),
         }
     }
 
-    /// Asks the consumer to keep the tail until the guard is dropped.
-    pub fn watch(&self) -> Watch {
-        self.watchers.fetch_add(1, Ordering::Relaxed);
-        Watch(Arc::clone(&self.watchers))
+    /// The newest committed `seq` announced so far.
+    pub fn newest(&self) -> u64 {
+        *self.newest.borrow()
     }
 
-    /// Whether anyone subscribes, so the consumer should frame new events.
-    pub fn is_watched(&self) -> bool {
-        self.watchers.load(Ordering::Relaxed) > 0
+    /// A receiver of the newest committed `seq`, to wait for commits on.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.newest.subscribe()
     }
 
-    /// Adds one commit's new events. `previous` is the newest `seq` committed
-    /// before this commit and `last` the newest after it (equal when the
-    /// commit stored only duplicates). Called by the consumer only, after the
-    /// commit and before it advances the commit watch.
-    pub fn extend(&self, previous: u64, last: u64, frames: Vec<Frame>) {
+    /// Asks for frames to be kept until the guard is dropped.
+    pub fn interest(&self) -> Interest {
+        self.interested.fetch_add(1, Ordering::Relaxed);
+        Interest(Arc::clone(&self.interested))
+    }
+
+    /// Whether anyone subscribes, so announced commits should be framed.
+    pub fn is_wanted(&self) -> bool {
+        self.interested.load(Ordering::Relaxed) > 0
+    }
+
+    /// Records a commit: the events with `previous < seq <= last`, framed by
+    /// `frames` (called only while [`is_wanted`](Self::is_wanted)), then
+    /// moves the newest committed `seq` on to `last`, waking subscribers,
+    /// who then find the frames in place.
+    pub fn announce(&self, previous: u64, last: u64, frames: impl FnOnce() -> Vec<Frame>) {
+        if self.is_wanted() {
+            self.extend(previous, last, frames());
+        } else {
+            self.clear();
+        }
+        self.newest.send_if_modified(|newest| {
+            let advanced = last > *newest;
+            *newest = (*newest).max(last);
+            advanced
+        });
+    }
+
+    /// Adds the frames of `previous < seq <= last`, skipping any the ring
+    /// already covers.
+    fn extend(&self, previous: u64, last: u64, frames: Vec<Frame>) {
         let mut ring = self.ring.write().expect("tail lock");
-        match ring.range {
-            Some((after, covered)) if covered == previous => ring.range = Some((after, last)),
-            // Empty, or a commit went by unrecorded: start afresh so the
+        let covered = match ring.range {
+            Some((_, covered)) if last <= covered => return,
+            Some((after, covered)) if previous <= covered => {
+                ring.range = Some((after, last));
+                covered
+            }
+            // Empty, or commits went by unrecorded: start afresh so the
             // invariant holds.
             _ => {
                 ring.frames.clear();
                 ring.bytes = 0;
                 ring.range = Some((previous, last));
+                previous
             }
-        }
-        for frame in frames {
+        };
+        for frame in frames.into_iter().filter(|frame| frame.seq > covered) {
             ring.bytes += frame.len();
             ring.frames.push_back(frame);
         }
@@ -219,10 +185,12 @@ impl Tail {
         }
     }
 
-    /// Empties the tail (nobody watches).
-    pub fn clear(&self) {
+    /// Empties the ring (nobody subscribes).
+    fn clear(&self) {
         let mut ring = self.ring.write().expect("tail lock");
-        *ring = Ring::default();
+        if ring.range.is_some() {
+            *ring = Ring::default();
+        }
     }
 
     /// Up to `max` events after `cursor`, keeping those whose topic passes
@@ -312,6 +280,8 @@ mod tests {
     use super::*;
     use serde_json::value::RawValue;
 
+    use crate::store::EventView;
+
     /// Frames `(seq, topic)` pairs, each event with `payload_bytes` of payload.
     fn framed(events: &[(u64, &str)], payload_bytes: usize) -> Vec<Frame> {
         let payload =
@@ -379,7 +349,7 @@ data: {"seq":7,"topic":"a","event_id":"e","timestamp":"t","source":"s","payload"
 
     #[test]
     fn reads_follow_the_cursor_and_the_filter() {
-        let tail = Tail::new(TailLimits::DEFAULT);
+        let tail = Tail::new(TailLimits::DEFAULT, 0);
         assert!(matches!(tail.read(0, 10, |_| true), TailRead::Behind));
         tail.extend(10, 13, frames(&[(11, "a"), (12, "b"), (13, "a")]));
         assert!(matches!(tail.read(9, 10, |_| true), TailRead::Behind));
@@ -403,7 +373,7 @@ data: {"seq":7,"topic":"a","event_id":"e","timestamp":"t","source":"s","payload"
 
     #[test]
     fn a_gap_restarts_the_tail() {
-        let tail = Tail::new(TailLimits::DEFAULT);
+        let tail = Tail::new(TailLimits::DEFAULT, 0);
         tail.extend(0, 2, frames(&[(1, "a"), (2, "a")]));
         tail.extend(5, 6, frames(&[(6, "a")]));
         assert!(matches!(tail.read(2, 10, |_| true), TailRead::Behind));
@@ -412,15 +382,51 @@ data: {"seq":7,"topic":"a","event_id":"e","timestamp":"t","source":"s","payload"
 
     #[test]
     fn the_oldest_frames_are_evicted_past_the_limit() {
-        let tail = Tail::new(TailLimits {
-            events_max: 2,
-            bytes_max: usize::MAX,
-        });
+        let tail = Tail::new(
+            TailLimits {
+                events_max: 2,
+                bytes_max: usize::MAX,
+            },
+            0,
+        );
         tail.extend(0, 3, frames(&[(1, "a"), (2, "a"), (3, "a")]));
         assert!(matches!(tail.read(0, 10, |_| true), TailRead::Behind));
         assert_eq!(seqs(tail.read(1, 10, |_| true)).0.len(), 2);
         tail.clear();
         assert!(matches!(tail.read(3, 10, |_| true), TailRead::Behind));
+    }
+
+    #[test]
+    fn overlapping_announcements_are_recorded_once() {
+        let tail = Tail::new(TailLimits::DEFAULT, 0);
+        let _interest = tail.interest();
+        let mut commits = tail.commits();
+        tail.announce(0, 2, || frames(&[(1, "a"), (2, "a")]));
+        assert_eq!(*commits.borrow_and_update(), 2);
+        // The same commit again, then one that overlaps it: each event once.
+        tail.announce(0, 2, || frames(&[(1, "a"), (2, "a")]));
+        tail.announce(1, 3, || frames(&[(2, "a"), (3, "a")]));
+        assert_eq!(
+            seqs(tail.read(0, 10, |_| true)),
+            (vec!["id: 1".into(), "id: 2".into(), "id: 3".into()], 3)
+        );
+        // A late, older announcement never moves the newest seq back.
+        tail.announce(1, 2, Vec::new);
+        assert_eq!(tail.newest(), 3);
+        assert!(commits.has_changed().expect("sender alive"));
+    }
+
+    #[test]
+    fn nothing_is_framed_while_nobody_subscribes() {
+        let tail = Tail::new(TailLimits::DEFAULT, 5);
+        tail.announce(5, 6, || panic!("framed without a subscriber"));
+        assert_eq!(tail.newest(), 6);
+        let interest = tail.interest();
+        tail.announce(6, 7, || frames(&[(7, "a")]));
+        assert_eq!(seqs(tail.read(6, 10, |_| true)).0.len(), 1);
+        drop(interest);
+        tail.announce(7, 8, || panic!("framed without a subscriber"));
+        assert!(matches!(tail.read(7, 10, |_| true), TailRead::Behind));
     }
 
     #[test]
@@ -438,7 +444,7 @@ data: {"seq":7,"topic":"a","event_id":"e","timestamp":"t","source":"s","payload"
         assert_eq!(blocks, 4, "blocks close at BLOCK_BYTES");
         let whole: Vec<u8> = frames.iter().flat_map(|f| f.bytes().to_vec()).collect();
         let first = frames[0].bytes();
-        let tail = Tail::new(TailLimits::DEFAULT);
+        let tail = Tail::new(TailLimits::DEFAULT, 0);
         tail.extend(0, 600, frames.clone());
 
         // Everything: one slice per block, the first one not copied.

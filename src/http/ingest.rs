@@ -1,0 +1,121 @@
+//! The one ingest path every ingest endpoint shares: read the body within
+//! its limit, decompress and decode it (off the async threads when it is
+//! large), and hand the events to the queue. The answer waits for the
+//! durable commit.
+//!
+//! Handlers only pick the decoder and render the receipt in their
+//! protocol's shape; limits, errors, metrics and the durability promise are
+//! the same for all of them.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, header};
+use bytes::Bytes;
+
+use super::{ApiError, AppState};
+use crate::api::Receipt;
+use crate::decode::{self, DecodeError};
+use crate::event::Event;
+
+/// Bodies up to this size are decoded on the async thread that read them:
+/// parsing a few events costs less than a trip to the blocking pool.
+/// Larger (or compressed) ones go to the blocking pool, bounded by
+/// `AppState::decode_slots`.
+const INLINE_DECODE_BYTES_MAX: usize = 16 * 1024;
+
+/// Reads, decodes and submits one request; resolves once its events are
+/// committed.
+///
+/// # Errors
+/// 415 for an unknown `Content-Encoding`, 413/400 for the body, the
+/// decoder's errors, and the queue's (503, 507, ...).
+pub(super) async fn ingest<D>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    decode: D,
+) -> Result<Receipt, ApiError>
+where
+    D: FnOnce(&[u8]) -> Result<Vec<Event>, DecodeError> + Send + 'static,
+{
+    let gzipped = content_encoding_is_gzip(headers)?;
+    let max = state.limits.body_bytes_max;
+    let bytes = read_body(body, headers, max).await?;
+    let events = if !gzipped && bytes.len() <= INLINE_DECODE_BYTES_MAX {
+        decode(&bytes)?
+    } else {
+        let _slot = Arc::clone(&state.decode_slots)
+            .acquire_owned()
+            .await
+            .expect("the decode semaphore is never closed");
+        tokio::task::spawn_blocking(move || {
+            let plain = if gzipped {
+                decode::gunzip(&bytes, max)?
+            } else {
+                bytes.into()
+            };
+            decode(&plain)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(Box::new(e)))??
+    };
+    Ok(state.ingest.submit(events).await?)
+}
+
+fn content_encoding_is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(false);
+    };
+    match value
+        .to_str()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "" | "identity" => Ok(false),
+        "gzip" | "x-gzip" => Ok(true),
+        _ => Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Encoding {value:?} is not accepted; use gzip or none"
+        ))),
+    }
+}
+
+/// The media type of `Content-Type`, lowercase and without parameters.
+pub(super) fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?;
+    Some(
+        value
+            .to_str()
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase(),
+    )
+}
+
+/// Reads the whole body, refusing more than `max` bytes on the wire.
+async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes, ApiError> {
+    let too_large = || ApiError::TooLarge(format!("request body is larger than {max} bytes"));
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, max).await.map_err(|error| {
+        let inner = error.into_inner();
+        if inner
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some()
+        {
+            too_large()
+        } else {
+            ApiError::BadRequest(format!("reading the request body failed: {inner}"))
+        }
+    })
+}
