@@ -44,7 +44,7 @@ log() { printf '%s\n' "$*" >&2; }
 
 wait_healthy() {
   for _ in $(seq 1 600); do
-    "$BIN" health --url "$URL" --timeout-secs 1 >/dev/null 2>&1 && return 0
+    "$BIN" health --url "$URL" --timeout 1s >/dev/null 2>&1 && return 0
     sleep 0.05
   done
   log "server did not become healthy; log: $WORK/server.log"
