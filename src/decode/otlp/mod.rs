@@ -1,7 +1,8 @@
 //! OpenTelemetry logs as OTLP/HTTP sends them: an `ExportLogsServiceRequest`
 //! in binary protobuf or in OTLP/JSON, with the published message types of
 //! the `opentelemetry-proto` crate (prost code generated upstream, so the
-//! build needs no `protoc`).
+//! build needs no `protoc`). OTLP/JSON is read by [`json`] into the same
+//! messages.
 //!
 //! Each log record becomes one event ([`OtlpMapping`] says which attributes
 //! name it):
@@ -22,6 +23,8 @@
 //! service, no time, a bad `log.record.uid`) is rejected alone and counted
 //! for the response's `partial_success`; the rest is stored. A body that
 //! does not decode is rejected whole (400).
+
+mod json;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as OtlpValue;
@@ -131,24 +134,11 @@ fn parse(body: &[u8], encoding: Encoding) -> Result<ExportLogsServiceRequest, De
                 "body is not a protobuf ExportLogsServiceRequest: {e}"
             ))
         }),
-        Encoding::Json => {
-            /// The request with its one field optional: `{}` is an empty
-            /// request in the protobuf JSON mapping.
-            #[derive(serde::Deserialize)]
-            #[serde(rename_all = "camelCase")]
-            struct Request {
-                #[serde(default)]
-                resource_logs: Vec<ResourceLogs>,
-            }
-            let request: Request = serde_json::from_slice(body).map_err(|e| {
-                DecodeError::Malformed(format!(
-                    "body is not an OTLP/JSON ExportLogsServiceRequest: {e}"
-                ))
-            })?;
-            Ok(ExportLogsServiceRequest {
-                resource_logs: request.resource_logs,
-            })
-        }
+        Encoding::Json => json::parse(body).map_err(|e| {
+            DecodeError::Malformed(format!(
+                "body is not an OTLP/JSON ExportLogsServiceRequest: {e}"
+            ))
+        }),
     }
 }
 
@@ -579,8 +569,18 @@ mod tests {
         assert_eq!(first, ids(decode_proto(&batch)), "a retry hashes the same");
         assert_eq!(first[2], format!("{}-1", first[0]));
         assert_ne!(first[0], first[1]);
-        let json = serde_json::to_vec(&batch).expect("serializes");
-        let from_json = decode(&json, Encoding::Json, &mapping(), &LIMITS).expect("json");
+        let json = format!(
+            r#"{{"resourceLogs":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"svc"}}}}]}},
+              "scopeLogs":[{{"scope":{{"name":"app.module"}},"logRecords":[{}]}}]}}]}}"#,
+            ["a", "b", "a"]
+                .map(|body| format!(
+                    r#"{{"timeUnixNano":"1","observedTimeUnixNano":"6","severityNumber":9,"severityText":"INFO",
+                        "body":{{"stringValue":"{body}"}},"traceId":"{}","spanId":"0000000000000000"}}"#,
+                    "AB".repeat(16)
+                ))
+                .join(",")
+        );
+        let from_json = decode(json.as_bytes(), Encoding::Json, &mapping(), &LIMITS).expect("json");
         assert_eq!(first, ids(from_json), "protobuf and JSON hash alike");
         let other = request(Some("svc2"), vec![record("a", 1)]);
         assert_ne!(first[0], ids(decode_proto(&other))[0], "resource counts");
@@ -722,7 +722,7 @@ mod tests {
             (b"{\"streams\": []", Encoding::Json),
             (b"not json", Encoding::Json),
             (
-                br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"traceId":"zz"}]}]}]}"#,
+                br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"severityNumber":"x"}]}]}]}"#,
                 Encoding::Json,
             ),
         ] {
