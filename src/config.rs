@@ -86,12 +86,20 @@ pub struct ServeConfig {
     /// OTLP logs (POST /v1/logs): the resource attribute naming each
     /// record's topic (whitespace, control characters, '*' and '>' become
     /// '_'); records whose resource lacks it are rejected.
-    #[arg(long, env = "LOGAGG_OTLP_TOPIC_ATTRIBUTE", default_value = "service.name")]
+    #[arg(
+        long,
+        env = "LOGAGG_OTLP_TOPIC_ATTRIBUTE",
+        default_value = "service.name"
+    )]
     pub otlp_topic_attribute: String,
 
     /// OTLP logs: the resource attribute naming each record's source (else
     /// the topic attribute's value).
-    #[arg(long, env = "LOGAGG_OTLP_SOURCE_ATTRIBUTE", default_value = "service.name")]
+    #[arg(
+        long,
+        env = "LOGAGG_OTLP_SOURCE_ATTRIBUTE",
+        default_value = "service.name"
+    )]
     pub otlp_source_attribute: String,
 
     /// Loki pushes (POST /loki/api/v1/push): the stream labels naming each

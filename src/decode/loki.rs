@@ -153,7 +153,10 @@ fn decode_protobuf(
     let request = proto::PushRequest::decode(body).map_err(|e| {
         DecodeError::Malformed(format!("body is not a protobuf Loki PushRequest: {e}"))
     })?;
-    check_count(request.streams.iter().map(|s| s.entries.len()).sum(), limits)?;
+    check_count(
+        request.streams.iter().map(|s| s.entries.len()).sum(),
+        limits,
+    )?;
     let streams = request
         .streams
         .iter()
@@ -206,7 +209,8 @@ struct JsonStream<'a> {
 struct JsonEntry<'a>(
     #[serde(borrow)] std::borrow::Cow<'a, str>,
     #[serde(borrow)] std::borrow::Cow<'a, str>,
-    #[serde(default, borrow)] Option<BTreeMap<std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>>>,
+    #[serde(default, borrow)]
+    Option<BTreeMap<std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>>>,
 );
 
 fn decode_json(
@@ -221,18 +225,21 @@ fn decode_json(
     })?;
     check_count(push.streams.iter().map(|s| s.values.len()).sum(), limits)?;
     let entries = push.streams.iter().flat_map(|stream| {
-        stream.values.iter().map(|JsonEntry(ts, line, metadata)| Entry {
-            labels: &stream.stream,
-            nanos: ts
-                .parse::<u64>()
-                .map_err(|_| format!("{ts:?} is not a Unix time in nanoseconds")),
-            line,
-            metadata: metadata
-                .iter()
-                .flatten()
-                .map(|(k, v)| (k.as_ref(), v.as_ref()))
-                .collect(),
-        })
+        stream
+            .values
+            .iter()
+            .map(|JsonEntry(ts, line, metadata)| Entry {
+                labels: &stream.stream,
+                nanos: ts
+                    .parse::<u64>()
+                    .map_err(|_| format!("{ts:?} is not a Unix time in nanoseconds")),
+                line,
+                metadata: metadata
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.as_ref(), v.as_ref()))
+                    .collect(),
+            })
     });
     map_entries(entries, mapping, limits)
 }
@@ -514,7 +521,15 @@ mod tests {
         assert_eq!(labels["a"], "x\\y\"z\n");
         assert_eq!(label_set(&labels), r#"{a="x\\y\"z\n", job="api"}"#);
         assert_eq!(parse_label_set("{}").expect("empty").len(), 0);
-        for bad in ["", "job=\"a\"", "{job}", "{job=\"a}", "{job=\"a\" x}", "{=\"a\"}", "{a=\"b\"} x"] {
+        for bad in [
+            "",
+            "job=\"a\"",
+            "{job}",
+            "{job=\"a}",
+            "{job=\"a\" x}",
+            "{=\"a\"}",
+            "{a=\"b\"} x",
+        ] {
             assert!(parse_label_set(bad).is_err(), "{bad:?}");
         }
     }
@@ -528,10 +543,19 @@ mod tests {
             )
         };
         assert!(malformed(b"\x0a\xff", Encoding::Protobuf));
-        assert!(malformed(&push("job=\"x\"", vec![entry(1, 0, "l")]), Encoding::Protobuf));
+        assert!(malformed(
+            &push("job=\"x\"", vec![entry(1, 0, "l")]),
+            Encoding::Protobuf
+        ));
         assert!(malformed(b"{\"resourceLogs\":[]}", Encoding::Json));
-        assert!(malformed(b"{\"streams\":[{\"stream\":{},\"values\":[[1,\"x\"]]}]}", Encoding::Json));
-        assert!(matches!(json(r#"{"streams":[]}"#), Err(DecodeError::Unprocessable(_))));
+        assert!(malformed(
+            b"{\"streams\":[{\"stream\":{},\"values\":[[1,\"x\"]]}]}",
+            Encoding::Json
+        ));
+        assert!(matches!(
+            json(r#"{"streams":[]}"#),
+            Err(DecodeError::Unprocessable(_))
+        ));
         let many = format!(
             r#"{{"streams":[{{"stream":{{"job":"a"}},"values":[{}]}}]}}"#,
             vec![r#"["1","x"]"#; 11].join(",")
@@ -543,10 +567,16 @@ mod tests {
         ) else {
             panic!("expected invalid entries");
         };
-        let fields: Vec<_> = errors.iter().map(|e| (e.index, e.field.as_deref())).collect();
+        let fields: Vec<_> = errors
+            .iter()
+            .map(|e| (e.index, e.field.as_deref()))
+            .collect();
         assert_eq!(fields, [(0, Some("topic")), (1, Some("timestamp"))]);
         let Err(DecodeError::Invalid(errors)) = decode(
-            &push("{job=\"a\"}", vec![entry(-1, 0, "l"), entry(1, 2_000_000_000, "l")]),
+            &push(
+                "{job=\"a\"}",
+                vec![entry(-1, 0, "l"), entry(1, 2_000_000_000, "l")],
+            ),
             Encoding::Protobuf,
             &mapping(),
             &LIMITS,

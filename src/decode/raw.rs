@@ -24,9 +24,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::id::{Occurrences, RecordHash};
-use super::{
-    DecodeError, DecodeLimits, all_or_nothing, check_count, rfc3339_from_unix_nanos,
-};
+use super::{DecodeError, DecodeLimits, all_or_nothing, check_count, rfc3339_from_unix_nanos};
 use crate::event::{Event, EventParts, FieldError, Topic, nesting_exceeds};
 
 /// Domain tag of the record hash; change it when the hashed fields change.
@@ -51,7 +49,8 @@ impl Format {
             | "application/ndjson"
             | "application/jsonl"
             | "application/json-lines"
-            | "application/x-json-stream" => Some(Self::Json),
+            | "application/x-json-stream"
+            | "application/stream+json" => Some(Self::Json),
             "text/plain" => Some(Self::Text),
             _ => None,
         }
@@ -187,8 +186,12 @@ fn map_record(
                 return Err(vec![FieldError::whole(index, too_deep(limits).to_string())]);
             }
             let fields = if named_any(options) {
-                Fields::deserialize(&mut serde_json::Deserializer::from_str(text))
-                    .map_err(|e| vec![FieldError::whole(index, format!("record is not usable: {e}"))])?
+                Fields::deserialize(&mut serde_json::Deserializer::from_str(text)).map_err(|e| {
+                    vec![FieldError::whole(
+                        index,
+                        format!("record is not usable: {e}"),
+                    )]
+                })?
             } else {
                 Fields::new()
             };
@@ -196,7 +199,9 @@ fn map_record(
         }
     };
     let mut errors = Vec::new();
-    let mut named = |field: &Option<String>, name: &'static str, read: fn(&RawValue) -> Result<String, String>| {
+    let mut named = |field: &Option<String>,
+                     name: &'static str,
+                     read: fn(&RawValue) -> Result<String, String>| {
         let field = field.as_deref()?;
         let value = fields
             .get(field)
@@ -266,7 +271,9 @@ fn read_time(raw: &RawValue) -> Result<String, String> {
         // Exponents and signs: no shipper writes times so.
         return Err(not_a_time());
     }
-    let whole: u64 = whole.parse().map_err(|_| "is too far in the future".to_owned())?;
+    let whole: u64 = whole
+        .parse()
+        .map_err(|_| "is too far in the future".to_owned())?;
     let unit_nanos: u64 = match whole {
         w if w < 100_000_000_000 => 1_000_000_000,
         w if w < 100_000_000_000_000 => 1_000_000,
@@ -347,7 +354,10 @@ mod tests {
         };
         let retry = decode_ok(body, Format::Json, &later);
         let ids = |events: &[Event]| -> Vec<String> {
-            events.iter().map(|e| e.event_id.as_str().to_owned()).collect()
+            events
+                .iter()
+                .map(|e| e.event_id.as_str().to_owned())
+                .collect()
         };
         assert_eq!(ids(&first), ids(&retry));
         assert_eq!(ids(&first)[2], format!("{}-1", ids(&first)[0]));
@@ -391,7 +401,10 @@ mod tests {
         else {
             panic!("expected invalid records");
         };
-        let found: Vec<_> = errors.iter().map(|e| (e.index, e.field.as_deref())).collect();
+        let found: Vec<_> = errors
+            .iter()
+            .map(|e| (e.index, e.field.as_deref()))
+            .collect();
         assert_eq!(
             found,
             [
@@ -409,19 +422,34 @@ mod tests {
         let problem = |body: &str, format, options: &RawOptions| {
             decode(body.as_bytes(), format, options, &LIMITS).expect_err("rejected")
         };
-        assert!(matches!(problem("{", Format::Json, &options()), DecodeError::Malformed(_)));
-        assert!(matches!(problem("[]", Format::Json, &options()), DecodeError::Unprocessable(_)));
-        assert!(matches!(problem("\n\n", Format::Text, &options()), DecodeError::Unprocessable(_)));
+        assert!(matches!(
+            problem("{", Format::Json, &options()),
+            DecodeError::Malformed(_)
+        ));
+        assert!(matches!(
+            problem("[]", Format::Json, &options()),
+            DecodeError::Unprocessable(_)
+        ));
+        assert!(matches!(
+            problem("\n\n", Format::Text, &options()),
+            DecodeError::Unprocessable(_)
+        ));
         let bad_topic = RawOptions {
             topic: "a b".into(),
             ..options()
         };
-        assert!(matches!(problem("x", Format::Text, &bad_topic), DecodeError::Unprocessable(_)));
+        assert!(matches!(
+            problem("x", Format::Text, &bad_topic),
+            DecodeError::Unprocessable(_)
+        ));
         let with_field = RawOptions {
             id_field: Some("id".into()),
             ..options()
         };
-        assert!(matches!(problem("x", Format::Text, &with_field), DecodeError::Unprocessable(_)));
+        assert!(matches!(
+            problem("x", Format::Text, &with_field),
+            DecodeError::Unprocessable(_)
+        ));
         assert!(matches!(
             problem(r#"{"a":{"b":{"c":{"d":{}}}}}"#, Format::Json, &options()),
             DecodeError::Unprocessable(_)
@@ -431,6 +459,9 @@ mod tests {
             DecodeError::Invalid(_)
         ));
         let eleven = "x\n".repeat(11);
-        assert!(matches!(problem(&eleven, Format::Text, &options()), DecodeError::TooLarge(_)));
+        assert!(matches!(
+            problem(&eleven, Format::Text, &options()),
+            DecodeError::TooLarge(_)
+        ));
     }
 }

@@ -8,8 +8,8 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 
-use super::ingest::{BodyCodec, ingest, media_type};
 use super::error::ApiQuery;
+use super::ingest::{BodyCodec, ingest, media_type};
 use super::{ApiError, AppState};
 use crate::api::Receipt;
 use crate::decode::publish::{Format, decode};

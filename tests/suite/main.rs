@@ -10,6 +10,7 @@ mod container;
 mod dedup;
 mod disk_full;
 mod durability;
+mod formats;
 mod model;
 mod publisher;
 mod reads;

@@ -24,25 +24,39 @@ use opentelemetry_proto::tonic::common::v1::{
 };
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, Visitor};
 
 /// Parses an OTLP/JSON `ExportLogsServiceRequest`.
 ///
 /// # Errors
-/// serde_json's error, with its line and column.
-pub fn parse(body: &[u8]) -> Result<ExportLogsServiceRequest, serde_json::Error> {
-    let request: Request = serde_json::from_slice(body)?;
+/// serde_json's error, with its line and column, or the top-level field
+/// of a JSON object that has no `resourceLogs`.
+pub fn parse(body: &[u8]) -> Result<ExportLogsServiceRequest, String> {
+    let request: Request = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    let Some(resource_logs) = request.resource_logs else {
+        // Unknown fields are ignored, but an object of nothing else is a
+        // body sent to the wrong place (a Loki push, a logagg event), not
+        // an empty export; `{}` is one.
+        let fields: std::collections::BTreeMap<String, serde::de::IgnoredAny> =
+            serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        if let Some(field) = fields.keys().next() {
+            return Err(format!(
+                "it has no \"resourceLogs\" but {field:?}; is this the right endpoint?"
+            ));
+        }
+        return Ok(ExportLogsServiceRequest::default());
+    };
     Ok(ExportLogsServiceRequest {
-        resource_logs: request.resource_logs.into_iter().map(Into::into).collect(),
+        resource_logs: resource_logs.into_iter().map(Into::into).collect(),
     })
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Request {
-    #[serde(default, deserialize_with = "nullable")]
-    resource_logs: Vec<JsonResourceLogs>,
+    #[serde(default)]
+    resource_logs: Option<Vec<JsonResourceLogs>>,
 }
 
 #[derive(Deserialize)]
@@ -332,7 +346,10 @@ where
                 "Infinity" => Ok(Some(f64::INFINITY)),
                 "-Infinity" => Ok(Some(f64::NEG_INFINITY)),
                 // Rust would also take "inf" and "nan"; the mapping does not.
-                _ if v.bytes().any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E') => {
+                _ if v
+                    .bytes()
+                    .any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E') =>
+                {
                     Err(E::custom(format!("{v:?} is not a double")))
                 }
                 _ => v
@@ -381,7 +398,10 @@ where
     let digit = |b: u8| char::from(b).to_digit(16).map(|d| d as u8);
     let mut bytes = Vec::with_capacity(text.len() / 2);
     for pair in text.as_bytes().chunks(2) {
-        match (pair.first().copied().and_then(digit), pair.get(1).copied().and_then(digit)) {
+        match (
+            pair.first().copied().and_then(digit),
+            pair.get(1).copied().and_then(digit),
+        ) {
             (Some(high), Some(low)) => bytes.push(high << 4 | low),
             _ => return Ok(Vec::new()),
         }
@@ -400,15 +420,27 @@ mod tests {
 
     #[test]
     fn every_any_value_kind_parses() {
-        assert_eq!(any(r#"{"stringValue":"s"}"#), Some(OtlpValue::StringValue("s".into())));
-        assert_eq!(any(r#"{"boolValue":false}"#), Some(OtlpValue::BoolValue(false)));
+        assert_eq!(
+            any(r#"{"stringValue":"s"}"#),
+            Some(OtlpValue::StringValue("s".into()))
+        );
+        assert_eq!(
+            any(r#"{"boolValue":false}"#),
+            Some(OtlpValue::BoolValue(false))
+        );
         assert_eq!(
             any(r#"{"intValue":"-9223372036854775808"}"#),
             Some(OtlpValue::IntValue(i64::MIN))
         );
         assert_eq!(any(r#"{"intValue":42}"#), Some(OtlpValue::IntValue(42)));
-        assert_eq!(any(r#"{"doubleValue":1.5}"#), Some(OtlpValue::DoubleValue(1.5)));
-        assert_eq!(any(r#"{"doubleValue":"2.5"}"#), Some(OtlpValue::DoubleValue(2.5)));
+        assert_eq!(
+            any(r#"{"doubleValue":1.5}"#),
+            Some(OtlpValue::DoubleValue(1.5))
+        );
+        assert_eq!(
+            any(r#"{"doubleValue":"2.5"}"#),
+            Some(OtlpValue::DoubleValue(2.5))
+        );
         assert_eq!(
             any(r#"{"doubleValue":"-Infinity"}"#),
             Some(OtlpValue::DoubleValue(f64::NEG_INFINITY))
@@ -417,12 +449,20 @@ mod tests {
             any(r#"{"doubleValue":"NaN"}"#),
             Some(OtlpValue::DoubleValue(d)) if d.is_nan()
         ));
-        assert_eq!(any(r#"{"bytesValue":"AP8="}"#), Some(OtlpValue::BytesValue(vec![0, 255])));
-        assert_eq!(any(r#"{"bytesValue":"AP8"}"#), Some(OtlpValue::BytesValue(vec![0, 255])));
+        assert_eq!(
+            any(r#"{"bytesValue":"AP8="}"#),
+            Some(OtlpValue::BytesValue(vec![0, 255]))
+        );
+        assert_eq!(
+            any(r#"{"bytesValue":"AP8"}"#),
+            Some(OtlpValue::BytesValue(vec![0, 255]))
+        );
         assert_eq!(any("{}"), None);
         assert_eq!(any(r#"{"stringValue":null}"#), None);
         assert_eq!(
-            any(r#"{"kvlistValue":{"values":[{"key":"k","value":{"arrayValue":{"values":[{"intValue":"1"}]}}}]}}"#),
+            any(
+                r#"{"kvlistValue":{"values":[{"key":"k","value":{"arrayValue":{"values":[{"intValue":"1"}]}}}]}}"#
+            ),
             Some(OtlpValue::KvlistValue(KeyValueList {
                 values: vec![KeyValue {
                     key: "k".into(),
@@ -452,16 +492,25 @@ mod tests {
     #[test]
     fn ids_are_hex_and_bad_ones_are_absent() {
         let record = |json: &str| -> LogRecord {
-            serde_json::from_str::<JsonLogRecord>(json).expect("parses").into()
+            serde_json::from_str::<JsonLogRecord>(json)
+                .expect("parses")
+                .into()
         };
-        let good = record(r#"{"traceId":"5B8EFFF798038103D269B633813FC60C","spanId":"eee19b7ec3c1b174"}"#);
+        let good =
+            record(r#"{"traceId":"5B8EFFF798038103D269B633813FC60C","spanId":"eee19b7ec3c1b174"}"#);
         assert_eq!(good.trace_id.len(), 16);
-        assert_eq!(good.span_id, [0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74]);
-        let bad = record(r#"{"traceId":"zz","spanId":"abc","timeUnixNano":null,"severityText":null}"#);
+        assert_eq!(
+            good.span_id,
+            [0xee, 0xe1, 0x9b, 0x7e, 0xc3, 0xc1, 0xb1, 0x74]
+        );
+        let bad =
+            record(r#"{"traceId":"zz","spanId":"abc","timeUnixNano":null,"severityText":null}"#);
         assert!(bad.trace_id.is_empty());
         assert!(bad.span_id.is_empty());
         assert_eq!(bad.time_unix_nano, 0);
-        let times = record(r#"{"timeUnixNano":"18446744073709551615","observedTimeUnixNano":7,"severityNumber":9}"#);
+        let times = record(
+            r#"{"timeUnixNano":"18446744073709551615","observedTimeUnixNano":7,"severityNumber":9}"#,
+        );
         assert_eq!(times.time_unix_nano, u64::MAX);
         assert_eq!(times.observed_time_unix_nano, 7);
         assert_eq!(times.severity_number, 9);

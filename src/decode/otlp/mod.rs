@@ -159,10 +159,7 @@ impl ResourceContext {
         let attributes = resource.map_or(&[][..], |r| &r.attributes);
         let topic = match string_attribute(attributes, &mapping.topic_attribute) {
             Some(name) => Topic::sanitize(name, &limits.fields).ok_or_else(|| {
-                format!(
-                    "resource attribute {:?} is empty",
-                    mapping.topic_attribute
-                )
+                format!("resource attribute {:?} is empty", mapping.topic_attribute)
             }),
             None => Err(format!(
                 "resource has no string attribute {:?} to name the topic",
@@ -184,7 +181,11 @@ impl ResourceContext {
 
     fn scope_hash(&self, scope: Option<&InstrumentationScope>) -> RecordHash {
         let mut hash = self.hash.clone();
-        hash.field(&scope.map(InstrumentationScope::encode_to_vec).unwrap_or_default());
+        hash.field(
+            &scope
+                .map(InstrumentationScope::encode_to_vec)
+                .unwrap_or_default(),
+        );
         hash
     }
 }
@@ -253,8 +254,8 @@ fn map_record(
             ),
         )]);
     }
-    let payload = serde_json::value::RawValue::from_string(payload)
-        .expect("serde_json writes valid JSON");
+    let payload =
+        serde_json::value::RawValue::from_string(payload).expect("serde_json writes valid JSON");
     Event::from_parts(
         EventParts {
             source: resource.source.clone().unwrap_or_else(|| topic.clone()),
@@ -338,13 +339,12 @@ fn scope_json(scope: &InstrumentationScope) -> Option<Value> {
 }
 
 fn string_attribute<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    attributes
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+    attributes.iter().find(|kv| kv.key == key).and_then(|kv| {
+        match kv.value.as_ref()?.value.as_ref()? {
             OtlpValue::StringValue(s) => Some(s.as_str()),
             _ => None,
-        })
+        }
+    })
 }
 
 /// Attributes as a JSON object; a key repeated (which OTLP forbids) keeps
@@ -382,7 +382,9 @@ pub fn any_value(value: &AnyValue) -> Value {
         },
         Some(OtlpValue::BytesValue(bytes)) => {
             use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode(bytes).into()
+            base64::engine::general_purpose::STANDARD
+                .encode(bytes)
+                .into()
         }
         Some(OtlpValue::ArrayValue(array)) => {
             Value::Array(array.values.iter().map(any_value).collect())
@@ -543,7 +545,10 @@ mod tests {
         assert_eq!(payload["severity_text"], "INFO");
         assert_eq!(payload["severity_number"], 9);
         assert_eq!(payload["trace_id"], "ab".repeat(16));
-        assert!(payload.get("span_id").is_none(), "all-zero span id is invalid");
+        assert!(
+            payload.get("span_id").is_none(),
+            "all-zero span id is invalid"
+        );
         assert_eq!(payload["resource"]["service.name"], "check out");
         assert_eq!(payload["scope"]["name"], "app.module");
         assert_eq!(
@@ -720,6 +725,7 @@ mod tests {
             (&b"\xff\xff\xff"[..], Encoding::Protobuf),
             (b"{\"resourceLogs\": 5}", Encoding::Json),
             (b"{\"streams\": []", Encoding::Json),
+            (b"{\"streams\": []}", Encoding::Json),
             (b"not json", Encoding::Json),
             (
                 br#"{"resourceLogs":[{"scopeLogs":[{"logRecords":[{"severityNumber":"x"}]}]}]}"#,
@@ -737,7 +743,12 @@ mod tests {
         }
         let many = request(Some("s"), vec![record("a", 1); 101]);
         assert!(matches!(
-            decode(&many.encode_to_vec(), Encoding::Protobuf, &mapping(), &LIMITS),
+            decode(
+                &many.encode_to_vec(),
+                Encoding::Protobuf,
+                &mapping(),
+                &LIMITS
+            ),
             Err(DecodeError::TooLarge(_))
         ));
     }
