@@ -6,6 +6,7 @@
 mod common;
 
 mod bad_input;
+mod clients;
 mod container;
 mod dedup;
 mod disk_full;
