@@ -9,7 +9,9 @@
 //! FORMAT is one of `publish` (logagg's events as NDJSON), `raw` (shipper
 //! NDJSON to `/publish/{topic}`), `otlp-protobuf`, `otlp-json`,
 //! `loki-protobuf` (snappy) and `loki-json`. Every record is distinct (no
-//! duplicates), carries a ~100-byte message, and spreads over 8 topics.
+//! duplicates), carries a ~100-byte message, and spreads over 8 topics;
+//! `/publish` events get 128-bit ids that look random, like the content
+//! hashes the other paths compute.
 //! Bodies are built before the clock starts, so the rate is the server's.
 
 use std::sync::Arc;
@@ -27,6 +29,17 @@ use serde_json::json;
 const TOPICS: usize = 8;
 /// 2025-10-25T12:30:00Z in nanoseconds.
 const START_NANOS: u64 = 1_761_395_400_000_000_000;
+
+/// A 128-bit hex id that looks random, like the content hashes the other
+/// formats get, so every path pays the same B-tree cost for its ids.
+fn random_looking_id(i: usize) -> String {
+    let mix = |mut z: u64| {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    format!("{:016x}{:016x}", mix(i as u64), mix(!(i as u64)))
+}
 
 fn message(i: usize) -> String {
     format!("GET /api/orders/{i:08} 200 {}", "x".repeat(70))
@@ -46,7 +59,7 @@ fn build(format: &str, first: usize, count: usize) -> Request {
                     let ts = logagg::decode::rfc3339_from_unix_nanos(nanos(i));
                     format!(
                         "{}\n",
-                        json!({"topic": topic(i), "event_id": format!("e{i}"), "timestamp": ts,
+                        json!({"topic": topic(i), "event_id": random_looking_id(i), "timestamp": ts,
                                "source": topic(i), "payload": {"message": message(i), "level": "info"}})
                     )
                 })
@@ -58,7 +71,10 @@ fn build(format: &str, first: usize, count: usize) -> Request {
             let body: String = records
                 .map(|i| {
                     let ts = logagg::decode::rfc3339_from_unix_nanos(nanos(i));
-                    format!("{}\n", json!({"timestamp": ts, "message": message(i), "level": "info"}))
+                    format!(
+                        "{}\n",
+                        json!({"timestamp": ts, "message": message(i), "level": "info"})
+                    )
                 })
                 .collect();
             (
@@ -96,9 +112,17 @@ fn build(format: &str, first: usize, count: usize) -> Request {
                     .collect(),
             };
             if format == "otlp-protobuf" {
-                ("/v1/logs".into(), "application/x-protobuf", request.encode_to_vec())
+                (
+                    "/v1/logs".into(),
+                    "application/x-protobuf",
+                    request.encode_to_vec(),
+                )
             } else {
-                ("/v1/logs".into(), "application/json", otlp_json(&request).into_bytes())
+                (
+                    "/v1/logs".into(),
+                    "application/json",
+                    otlp_json(&request).into_bytes(),
+                )
             }
         }
         "loki-protobuf" => {
@@ -194,7 +218,8 @@ async fn main() {
     let usage = "usage: formats_load URL FORMAT [RECORDS] [BATCH] [CONCURRENCY]";
     let url = args.get(1).expect(usage).trim_end_matches('/').to_owned();
     let format = args.get(2).expect(usage).clone();
-    let number = |i: usize, default: usize| args.get(i).map_or(default, |a| a.parse().expect(usage));
+    let number =
+        |i: usize, default: usize| args.get(i).map_or(default, |a| a.parse().expect(usage));
     let (records, batch, concurrency) = (number(3, 200_000), number(4, 1_000), number(5, 8));
     let requests: Vec<Request> = (0..records.div_ceil(batch))
         .map(|n| build(&format, n * batch, batch.min(records - n * batch)))
@@ -212,7 +237,9 @@ async fn main() {
             tokio::spawn(async move {
                 loop {
                     let next = requests.lock().expect("not poisoned").next();
-                    let Some((path, content_type, body)) = next else { return };
+                    let Some((path, content_type, body)) = next else {
+                        return;
+                    };
                     loop {
                         let response = client
                             .post(format!("{url}{path}"))
@@ -224,7 +251,10 @@ async fn main() {
                         match response.status().as_u16() {
                             200..=299 => break,
                             503 => tokio::time::sleep(Duration::from_millis(100)).await,
-                            status => panic!("{path}: {status}: {}", response.text().await.unwrap_or_default()),
+                            status => panic!(
+                                "{path}: {status}: {}",
+                                response.text().await.unwrap_or_default()
+                            ),
                         }
                     }
                 }

@@ -558,7 +558,7 @@ mod tests {
         ));
         let many = format!(
             r#"{{"streams":[{{"stream":{{"job":"a"}},"values":[{}]}}]}}"#,
-            vec![r#"["1","x"]"#; 11].join(",")
+            [r#"["1","x"]"#; 11].join(",")
         );
         assert!(matches!(json(&many), Err(DecodeError::TooLarge(_))));
         let Err(DecodeError::Invalid(errors)) = json(

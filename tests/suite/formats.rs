@@ -120,6 +120,15 @@ async fn stored(api: &Api, topic: &str, field: &str) -> Vec<String> {
     values
 }
 
+/// A bad request: name, content type, body, expected status and problem slug.
+type BadCase = (
+    &'static str,
+    Option<&'static str>,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
+
 async fn assert_healthy(api: &Api) {
     let (status, body) = api.get("/health").await;
     assert_eq!(status, 200, "{body}");
@@ -199,7 +208,7 @@ async fn otlp_bad_input_gets_its_status_and_the_server_stays_healthy() {
     .await;
     let api = &app.api;
     let loki_body = r#"{"streams":[{"stream":{"job":"a"},"values":[["1","x"]]}]}"#;
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "protobuf that does not decode",
             Some("application/x-protobuf"),
@@ -376,7 +385,7 @@ async fn loki_bad_input_gets_its_status_and_the_server_stays_healthy() {
     let api = &app.api;
     let good = snappy(&loki_push("{job=\"a\"}", &[(1, "x")]));
     let otlp_json = r#"{"resourceLogs":[]}"#;
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         (
             "truncated snappy block",
             Some("application/x-protobuf"),
