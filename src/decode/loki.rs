@@ -115,9 +115,28 @@ pub struct LokiMapping {
     pub topic_labels: Vec<String>,
 }
 
+/// A stream's labels, with what every entry of it shares computed once.
+struct StreamLabels {
+    labels: BTreeMap<String, String>,
+    /// The labels as a JSON object, for the payload.
+    json: Box<RawValue>,
+    /// The canonical label set, for the hash.
+    canonical: String,
+}
+
+impl StreamLabels {
+    fn new(labels: BTreeMap<String, String>) -> Self {
+        Self {
+            json: serde_json::value::to_raw_value(&labels).expect("string maps serialize"),
+            canonical: label_set(&labels),
+            labels,
+        }
+    }
+}
+
 /// One entry before mapping, whichever encoding it came in.
 struct Entry<'a> {
-    labels: &'a BTreeMap<String, String>,
+    stream: &'a StreamLabels,
     /// Unix nanoseconds.
     nanos: Result<u64, String>,
     line: &'a str,
@@ -162,9 +181,11 @@ fn decode_protobuf(
         .iter()
         .enumerate()
         .map(|(i, stream)| {
-            parse_label_set(&stream.labels).map_err(|e| {
-                DecodeError::Malformed(format!("stream {i} has a malformed label set: {e}"))
-            })
+            parse_label_set(&stream.labels)
+                .map(StreamLabels::new)
+                .map_err(|e| {
+                    DecodeError::Malformed(format!("stream {i} has a malformed label set: {e}"))
+                })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let entries = request
@@ -173,7 +194,7 @@ fn decode_protobuf(
         .zip(&streams)
         .flat_map(|(stream, labels)| {
             stream.entries.iter().map(move |entry| Entry {
-                labels,
+                stream: labels,
                 nanos: entry
                     .timestamp
                     .ok_or_else(|| "entry has no timestamp".to_owned())
@@ -218,29 +239,38 @@ fn decode_json(
     mapping: &LokiMapping,
     limits: &DecodeLimits,
 ) -> Result<Vec<Event>, DecodeError> {
-    let push: JsonPush<'_> = serde_json::from_slice(body).map_err(|e| {
+    let mut push: JsonPush<'_> = serde_json::from_slice(body).map_err(|e| {
         DecodeError::Malformed(format!(
             "body is not a Loki push request ({{\"streams\": [{{\"stream\": {{...}}, \"values\": [[\"<unix ns>\", \"<line>\"]]}}]}}): {e}"
         ))
     })?;
     check_count(push.streams.iter().map(|s| s.values.len()).sum(), limits)?;
-    let entries = push.streams.iter().flat_map(|stream| {
-        stream
-            .values
-            .iter()
-            .map(|JsonEntry(ts, line, metadata)| Entry {
-                labels: &stream.stream,
-                nanos: ts
-                    .parse::<u64>()
-                    .map_err(|_| format!("{ts:?} is not a Unix time in nanoseconds")),
-                line,
-                metadata: metadata
-                    .iter()
-                    .flatten()
-                    .map(|(k, v)| (k.as_ref(), v.as_ref()))
-                    .collect(),
-            })
-    });
+    let labels: Vec<StreamLabels> = push
+        .streams
+        .iter_mut()
+        .map(|stream| StreamLabels::new(std::mem::take(&mut stream.stream)))
+        .collect();
+    let entries = push
+        .streams
+        .iter()
+        .zip(&labels)
+        .flat_map(|(stream, labels)| {
+            stream
+                .values
+                .iter()
+                .map(move |JsonEntry(ts, line, metadata)| Entry {
+                    stream: labels,
+                    nanos: ts
+                        .parse::<u64>()
+                        .map_err(|_| format!("{ts:?} is not a Unix time in nanoseconds")),
+                    line,
+                    metadata: metadata
+                        .iter()
+                        .flatten()
+                        .map(|(k, v)| (k.as_ref(), v.as_ref()))
+                        .collect(),
+                })
+        });
     map_entries(entries, mapping, limits)
 }
 
@@ -285,7 +315,7 @@ fn map_entry(
     let service = mapping
         .topic_labels
         .iter()
-        .find_map(|label| entry.labels.get(label).filter(|v| !v.is_empty()));
+        .find_map(|label| entry.stream.labels.get(label).filter(|v| !v.is_empty()));
     let topic = match service {
         Some(service) => Topic::sanitize(service, &limits.fields),
         None => None,
@@ -309,23 +339,30 @@ fn map_entry(
     let (Some(topic), Some(service), Some(nanos)) = (topic, service, nanos) else {
         return Err(errors);
     };
-    let canonical_labels = label_set(entry.labels);
     let mut hash = RecordHash::new(HASH_DOMAIN);
-    hash.field(canonical_labels.as_bytes())
+    hash.field(entry.stream.canonical.as_bytes())
         .field(&nanos.to_le_bytes())
         .field(entry.line.as_bytes());
-    let mut payload = serde_json::json!({"line": entry.line, "labels": entry.labels});
-    if !entry.metadata.is_empty() {
-        payload["structured_metadata"] = serde_json::json!(entry.metadata);
+    #[derive(serde::Serialize)]
+    struct Payload<'a> {
+        line: &'a str,
+        labels: &'a RawValue,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+        structured_metadata: &'a BTreeMap<&'a str, &'a str>,
     }
+    let payload = serde_json::value::to_raw_value(&Payload {
+        line: entry.line,
+        labels: &entry.stream.json,
+        structured_metadata: &entry.metadata,
+    })
+    .expect("strings serialize");
     Event::from_parts(
         EventParts {
             topic,
             event_id: occurrences.id(hash.finish()),
             timestamp: rfc3339_from_unix_nanos(nanos),
             source: service.clone(),
-            payload: RawValue::from_string(payload.to_string())
-                .expect("serde_json writes valid JSON"),
+            payload,
         },
         index,
         &limits.fields,

@@ -158,8 +158,64 @@ fn too_deep(limits: &DecodeLimits) -> DecodeError {
     ))
 }
 
-/// The top-level fields of a record, values still raw.
-type Fields<'a> = std::collections::HashMap<std::borrow::Cow<'a, str>, &'a RawValue>;
+/// The raw values of the fields a request names (id, time, source), read
+/// from one record in one pass that skips every other field.
+struct NamedFields<'n>([Option<&'n str>; 3]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for NamedFields<'_> {
+    type Value = [Option<&'de RawValue>; 3];
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NamedFields<'_> {
+    type Value = [Option<&'de RawValue>; 3];
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = [None; 3];
+        while let Some(Key(key)) = map.next_key()? {
+            if self.0.iter().any(|name| *name == Some(&*key)) {
+                let value: &RawValue = map.next_value()?;
+                for (slot, name) in found.iter_mut().zip(self.0) {
+                    if name == Some(&*key) {
+                        *slot = Some(value);
+                    }
+                }
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// An object key, borrowed from the body unless it has escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(v.to_owned().into()))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
 
 fn map_record(
     record: Record<'_>,
@@ -171,8 +227,13 @@ fn map_record(
 ) -> Result<Event, Vec<FieldError>> {
     let (bytes, payload, fields) = match record {
         Record::Line(line) => {
-            let payload = serde_json::json!({ "message": line }).to_string();
-            (line, payload, Fields::new())
+            #[derive(serde::Serialize)]
+            struct Line<'a> {
+                message: &'a str,
+            }
+            let payload = serde_json::value::to_raw_value(&Line { message: line })
+                .expect("a string serializes");
+            (line, payload, [None; 3])
         }
         Record::Json(raw) => {
             let text = raw.get();
@@ -185,35 +246,44 @@ fn map_record(
             if nesting_exceeds(text.as_bytes(), limits.json_depth_max.saturating_sub(1)) {
                 return Err(vec![FieldError::whole(index, too_deep(limits).to_string())]);
             }
-            let fields = if named_any(options) {
-                Fields::deserialize(&mut serde_json::Deserializer::from_str(text)).map_err(|e| {
-                    vec![FieldError::whole(
-                        index,
-                        format!("record is not usable: {e}"),
-                    )]
-                })?
+            let names = [
+                &options.id_field,
+                &options.time_field,
+                &options.source_field,
+            ]
+            .map(Option::as_deref);
+            let fields = if names.iter().any(Option::is_some) {
+                use serde::de::DeserializeSeed;
+                NamedFields(names)
+                    .deserialize(&mut serde_json::Deserializer::from_str(text))
+                    .map_err(|e| {
+                        vec![FieldError::whole(
+                            index,
+                            format!("record is not usable: {e}"),
+                        )]
+                    })?
             } else {
-                Fields::new()
+                [None; 3]
             };
-            (text, text.to_owned(), fields)
+            (text, raw.to_owned(), fields)
         }
     };
     let mut errors = Vec::new();
-    let mut named = |field: &Option<String>,
+    let mut named = |slot: usize,
+                     field: &Option<String>,
                      name: &'static str,
                      read: fn(&RawValue) -> Result<String, String>| {
         let field = field.as_deref()?;
-        let value = fields
-            .get(field)
+        let value = fields[slot]
             .ok_or_else(|| format!("record has no field {field:?}"))
             .and_then(|raw| read(raw).map_err(|e| format!("field {field:?} {e}")));
         value
             .map_err(|message| errors.push(FieldError::field(index, name, message)))
             .ok()
     };
-    let event_id = named(&options.id_field, "event_id", read_id);
-    let timestamp = named(&options.time_field, "timestamp", read_time);
-    let source = named(&options.source_field, "source", read_string);
+    let event_id = named(0, &options.id_field, "event_id", read_id);
+    let timestamp = named(1, &options.time_field, "timestamp", read_time);
+    let source = named(2, &options.source_field, "source", read_string);
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -228,15 +298,11 @@ fn map_record(
             event_id,
             timestamp: timestamp.unwrap_or_else(|| options.received.clone()),
             source: source.unwrap_or_else(|| options.source.clone()),
-            payload: RawValue::from_string(payload).expect("the payload is JSON"),
+            payload,
         },
         index,
         &limits.fields,
     )
-}
-
-fn named_any(options: &RawOptions) -> bool {
-    options.id_field.is_some() || options.time_field.is_some() || options.source_field.is_some()
 }
 
 fn read_string(raw: &RawValue) -> Result<String, String> {
@@ -377,7 +443,8 @@ mod tests {
         let body = r#"[{"uid":"u1","date":1761395400.25,"host":"h1"},
                        {"uid":7,"date":"2025-10-25T12:30:00+02:00","host":"h2"},
                        {"uid":"u3","date":1761395400250,"host":"h3"},
-                       {"uid":"u4","date":1761395400000000001,"host":"h4"}]"#;
+                       {"uid":"u4","date":1761395400000000001,"host":"h4"},
+                       {"uid":"u5","d\u0061te":"2025-10-25T12:30:00Z","host":"h5","x":[{}]}]"#;
         let events = decode_ok(body, Format::Json, &named);
         assert_eq!(events[0].event_id.as_str(), "u1");
         assert_eq!(events[0].timestamp, "2025-10-25T12:30:00.250000000Z");
@@ -386,6 +453,7 @@ mod tests {
         assert_eq!(events[1].timestamp, "2025-10-25T12:30:00+02:00");
         assert_eq!(events[2].timestamp, "2025-10-25T12:30:00.250000000Z");
         assert_eq!(events[3].timestamp, "2025-10-25T12:30:00.000000001Z");
+        assert_eq!(events[4].timestamp, "2025-10-25T12:30:00Z", "escaped keys match");
     }
 
     #[test]

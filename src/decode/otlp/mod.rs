@@ -32,6 +32,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, Key
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::id::{Occurrences, RecordHash, hex};
@@ -109,12 +110,14 @@ pub fn decode(
         for scope_logs in &resource_logs.scope_logs {
             let scope = scope_logs.scope.as_ref();
             let scope_hash = resource.scope_hash(scope);
-            let scope_json = scope.and_then(scope_json);
+            let scope_json = scope
+                .and_then(scope_json)
+                .map(|json| serde_json::value::to_raw_value(&json).expect("JSON values serialize"));
             for record in &scope_logs.log_records {
                 let context = RecordContext {
                     resource: &resource,
                     scope_hash: &scope_hash,
-                    scope_json: scope_json.as_ref(),
+                    scope_json: scope_json.as_deref(),
                 };
                 match map_record(record, &context, &mut occurrences, index, limits) {
                     Ok(event) => decoded.events.push(event),
@@ -148,7 +151,7 @@ struct ResourceContext {
     topic: Result<String, String>,
     source: Option<String>,
     /// The resource's attributes as JSON, when it has any.
-    attributes: Option<Value>,
+    attributes: Option<Box<RawValue>>,
     /// The hash fed with the resource, ready for scope and record.
     hash: RecordHash,
 }
@@ -174,7 +177,10 @@ impl ResourceContext {
         Self {
             topic,
             source,
-            attributes: (!attributes.is_empty()).then(|| key_values(attributes)),
+            attributes: (!attributes.is_empty()).then(|| {
+                serde_json::value::to_raw_value(&key_values(attributes))
+                    .expect("JSON values serialize")
+            }),
             hash,
         }
     }
@@ -194,7 +200,7 @@ impl ResourceContext {
 struct RecordContext<'a> {
     resource: &'a ResourceContext,
     scope_hash: &'a RecordHash,
-    scope_json: Option<&'a Value>,
+    scope_json: Option<&'a RawValue>,
 }
 
 fn map_record(
@@ -241,10 +247,13 @@ fn map_record(
             occurrences.id(hash.finish())
         }
     };
-    let payload = payload(record, resource.attributes.as_ref(), context.scope_json);
+    let payload = payload(record, resource.attributes.as_deref(), context.scope_json);
     // The payload is the event's second level; deeper attributes are
     // refused as /publish refuses them.
-    if nesting_exceeds(payload.as_bytes(), limits.json_depth_max.saturating_sub(1)) {
+    if nesting_exceeds(
+        payload.get().as_bytes(),
+        limits.json_depth_max.saturating_sub(1),
+    ) {
         return Err(vec![FieldError::field(
             index,
             "payload",
@@ -254,8 +263,6 @@ fn map_record(
             ),
         )]);
     }
-    let payload =
-        serde_json::value::RawValue::from_string(payload).expect("serde_json writes valid JSON");
     Event::from_parts(
         EventParts {
             source: resource.source.clone().unwrap_or_else(|| topic.clone()),
@@ -270,53 +277,59 @@ fn map_record(
 }
 
 /// The record as a JSON object; empty fields are left out.
-fn payload(record: &LogRecord, resource: Option<&Value>, scope: Option<&Value>) -> String {
-    let mut payload = Map::new();
-    if let Some(body) = &record.body {
-        payload.insert("body".into(), any_value(body));
+fn payload(
+    record: &LogRecord,
+    resource: Option<&RawValue>,
+    scope: Option<&RawValue>,
+) -> Box<RawValue> {
+    /// Serialized in one pass, the resource's and scope's JSON spliced in
+    /// as computed once for all their records.
+    #[derive(serde::Serialize)]
+    struct Payload<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        body: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        severity_number: Option<i32>,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        severity_text: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        attributes: Option<Value>,
+        #[serde(skip_serializing_if = "str::is_empty")]
+        event_name: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        trace_id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        span_id: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        flags: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        observed_timestamp: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dropped_attributes_count: Option<u32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resource: Option<&'a RawValue>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        scope: Option<&'a RawValue>,
     }
-    if record.severity_number != 0 {
-        payload.insert("severity_number".into(), record.severity_number.into());
-    }
-    if !record.severity_text.is_empty() {
-        payload.insert("severity_text".into(), record.severity_text.clone().into());
-    }
-    if !record.attributes.is_empty() {
-        payload.insert("attributes".into(), key_values(&record.attributes));
-    }
-    if !record.event_name.is_empty() {
-        payload.insert("event_name".into(), record.event_name.clone().into());
-    }
-    // Ids of the wrong length or all zeroes are invalid: the record is
-    // not associated with a trace (OTLP).
-    if let Some(trace_id) = valid_id(&record.trace_id, 16) {
-        payload.insert("trace_id".into(), trace_id.into());
-    }
-    if let Some(span_id) = valid_id(&record.span_id, 8) {
-        payload.insert("span_id".into(), span_id.into());
-    }
-    if record.flags != 0 {
-        payload.insert("flags".into(), record.flags.into());
-    }
-    if record.observed_time_unix_nano != 0 {
-        payload.insert(
-            "observed_timestamp".into(),
-            rfc3339_from_unix_nanos(record.observed_time_unix_nano).into(),
-        );
-    }
-    if record.dropped_attributes_count != 0 {
-        payload.insert(
-            "dropped_attributes_count".into(),
-            record.dropped_attributes_count.into(),
-        );
-    }
-    if let Some(resource) = resource {
-        payload.insert("resource".into(), resource.clone());
-    }
-    if let Some(scope) = scope {
-        payload.insert("scope".into(), scope.clone());
-    }
-    Value::Object(payload).to_string()
+    let nonzero = |n: u32| (n != 0).then_some(n);
+    let payload = Payload {
+        body: record.body.as_ref().map(any_value),
+        severity_number: (record.severity_number != 0).then_some(record.severity_number),
+        severity_text: &record.severity_text,
+        attributes: (!record.attributes.is_empty()).then(|| key_values(&record.attributes)),
+        event_name: &record.event_name,
+        // Ids of the wrong length or all zeroes are invalid: the record is
+        // not associated with a trace (OTLP).
+        trace_id: valid_id(&record.trace_id, 16),
+        span_id: valid_id(&record.span_id, 8),
+        flags: nonzero(record.flags),
+        observed_timestamp: (record.observed_time_unix_nano != 0)
+            .then(|| rfc3339_from_unix_nanos(record.observed_time_unix_nano)),
+        dropped_attributes_count: nonzero(record.dropped_attributes_count),
+        resource,
+        scope,
+    };
+    serde_json::value::to_raw_value(&payload).expect("JSON values serialize")
 }
 
 fn valid_id(bytes: &[u8], len: usize) -> Option<String> {
