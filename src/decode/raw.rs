@@ -453,7 +453,10 @@ mod tests {
         assert_eq!(events[1].timestamp, "2025-10-25T12:30:00+02:00");
         assert_eq!(events[2].timestamp, "2025-10-25T12:30:00.250000000Z");
         assert_eq!(events[3].timestamp, "2025-10-25T12:30:00.000000001Z");
-        assert_eq!(events[4].timestamp, "2025-10-25T12:30:00Z", "escaped keys match");
+        assert_eq!(
+            events[4].timestamp, "2025-10-25T12:30:00Z",
+            "escaped keys match"
+        );
     }
 
     #[test]
