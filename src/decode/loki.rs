@@ -31,7 +31,9 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::id::{Occurrences, RecordHash};
-use super::{DecodeError, DecodeLimits, all_or_nothing, check_count, rfc3339_from_unix_nanos};
+use super::{
+    DecodeError, DecodeLimits, Encoding, all_or_nothing, check_count, rfc3339_from_unix_nanos,
+};
 use crate::event::{Event, EventParts, FieldError, Topic};
 
 /// Domain tag of the entry hash; change it when the hashed fields change.
@@ -84,28 +86,6 @@ pub mod proto {
         pub seconds: i64,
         #[prost(int32, tag = "2")]
         pub nanos: i32,
-    }
-}
-
-/// How the body is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    /// `application/x-protobuf`: a snappy-compressed `PushRequest`.
-    Protobuf,
-    /// `application/json`: `{"streams": [{"stream": {labels}, "values":
-    /// [["<unix ns>", "<line>", {metadata}?], ...]}]}`.
-    Json,
-}
-
-impl Encoding {
-    /// The encoding of a media type (`Content-Type` without parameters,
-    /// lowercase), if Loki takes it.
-    pub fn from_media_type(essence: &str) -> Option<Self> {
-        match essence {
-            "application/x-protobuf" | "application/protobuf" => Some(Self::Protobuf),
-            "application/json" => Some(Self::Json),
-            _ => None,
-        }
     }
 }
 

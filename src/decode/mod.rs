@@ -30,6 +30,29 @@ use std::io::Read;
 
 use crate::event::{Event, FieldError, FieldLimits};
 
+/// How a body is encoded, for the protocols that have both encodings (OTLP,
+/// Loki). Loki's protobuf body is also one snappy block, which the HTTP
+/// layer undoes before the decoder sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Binary protobuf (`application/x-protobuf`).
+    Protobuf,
+    /// JSON (`application/json`).
+    Json,
+}
+
+impl Encoding {
+    /// The encoding of a media type (`Content-Type` without parameters,
+    /// lowercase), if it is one of the two.
+    pub fn from_media_type(essence: &str) -> Option<Self> {
+        match essence {
+            "application/x-protobuf" | "application/protobuf" => Some(Self::Protobuf),
+            "application/json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+}
+
 /// How the foreign formats name their events, from `ServeConfig`.
 #[derive(Debug, Clone)]
 pub struct FormatMapping {

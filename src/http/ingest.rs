@@ -117,8 +117,32 @@ fn content_encoding_is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
     }
 }
 
+/// The body format that `Content-Type` names, as `parse` reads its media
+/// type (lowercase, without parameters). Without a `Content-Type` the
+/// format is `missing`, when the protocol has a default.
+///
+/// # Errors
+/// 415 naming what was sent (or that nothing was) and `expected`.
+pub(super) fn body_format<F>(
+    headers: &HeaderMap,
+    parse: fn(&str) -> Option<F>,
+    missing: Option<F>,
+    expected: &str,
+) -> Result<F, ApiError> {
+    let Some(essence) = media_type(headers) else {
+        return missing.ok_or_else(|| {
+            ApiError::UnsupportedMediaType(format!("missing Content-Type; {expected}"))
+        });
+    };
+    parse(&essence).ok_or_else(|| {
+        ApiError::UnsupportedMediaType(format!(
+            "Content-Type {essence:?} is not accepted; {expected}"
+        ))
+    })
+}
+
 /// The media type of `Content-Type`, lowercase and without parameters.
-pub(super) fn media_type(headers: &HeaderMap) -> Option<String> {
+fn media_type(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::CONTENT_TYPE)?;
     Some(
         value

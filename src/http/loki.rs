@@ -6,16 +6,24 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 
-use super::ingest::{BodyCodec, ingest, media_type};
+use super::ingest::{BodyCodec, body_format, ingest};
 use super::{ApiError, AppState};
-use crate::decode::loki::{Encoding, decode};
+use crate::decode::Encoding;
+use crate::decode::loki::decode;
 
 pub async fn push(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {
-    let encoding = body_encoding(&headers)?;
+    // Loki takes a push without Content-Type as protobuf, as Promtail's
+    // oldest versions sent it.
+    let encoding = body_format(
+        &headers,
+        Encoding::from_media_type,
+        Some(Encoding::Protobuf),
+        "use application/x-protobuf (snappy-compressed PushRequest) or application/json",
+    )?;
     // Loki's protobuf body is always one snappy block; JSON is plain.
     let codec = match encoding {
         Encoding::Protobuf => BodyCodec::Snappy,
@@ -28,17 +36,4 @@ pub async fn push(
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn body_encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
-    const EXPECTED: &str =
-        "use application/x-protobuf (snappy-compressed PushRequest) or application/json";
-    // Loki takes a push without Content-Type as protobuf, as Promtail's
-    // oldest versions sent it.
-    let essence = media_type(headers).unwrap_or_else(|| "application/x-protobuf".to_owned());
-    Encoding::from_media_type(&essence).ok_or_else(|| {
-        ApiError::UnsupportedMediaType(format!(
-            "Content-Type {essence:?} is not accepted; {EXPECTED}"
-        ))
-    })
 }

@@ -15,16 +15,22 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
 
-use super::ingest::{BodyCodec, ingest, media_type};
+use super::ingest::{BodyCodec, body_format, ingest};
 use super::{ApiError, AppState};
-use crate::decode::otlp::{Encoding, decode, response, response_json};
+use crate::decode::Encoding;
+use crate::decode::otlp::{decode, response, response_json};
 
 pub async fn export_logs(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let encoding = body_encoding(&headers)?;
+    let encoding = body_format(
+        &headers,
+        Encoding::from_media_type,
+        None,
+        "use application/x-protobuf or application/json (OTLP/HTTP)",
+    )?;
     let limits = state.limits.decode;
     let mapping = state.mapping.otlp.clone();
     let ingested = ingest(&state, &headers, body, BodyCodec::Plain, move |bytes| {
@@ -42,19 +48,5 @@ pub async fn export_logs(
         )
             .into_response(),
         Encoding::Json => axum::Json(response_json(&answer)).into_response(),
-    })
-}
-
-fn body_encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
-    const EXPECTED: &str = "use application/x-protobuf or application/json (OTLP/HTTP)";
-    let Some(essence) = media_type(headers) else {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "missing Content-Type; {EXPECTED}"
-        )));
-    };
-    Encoding::from_media_type(&essence).ok_or_else(|| {
-        ApiError::UnsupportedMediaType(format!(
-            "Content-Type {essence:?} is not accepted; {EXPECTED}"
-        ))
     })
 }

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 
 use super::error::ApiQuery;
-use super::ingest::{BodyCodec, ingest, media_type};
+use super::ingest::{BodyCodec, body_format, ingest};
 use super::{ApiError, AppState};
 use crate::api::Receipt;
 use crate::decode::publish::{Format, decode};
@@ -20,28 +20,19 @@ pub async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Receipt>, ApiError> {
-    let format = body_format(&headers)?;
+    let format = body_format(
+        &headers,
+        Format::from_media_type,
+        None,
+        "use application/json (an event or an array of events) \
+         or application/x-ndjson (one event per line)",
+    )?;
     let limits = state.limits.decode;
     let ingested = ingest(&state, &headers, body, BodyCodec::Plain, move |bytes| {
         decode(bytes, format, &limits).map(Into::into)
     })
     .await?;
     Ok(Json(ingested.receipt))
-}
-
-fn body_format(headers: &HeaderMap) -> Result<Format, ApiError> {
-    const EXPECTED: &str = "use application/json (an event or an array of events) \
-                            or application/x-ndjson (one event per line)";
-    let Some(essence) = media_type(headers) else {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "missing Content-Type; {EXPECTED}"
-        )));
-    };
-    Format::from_media_type(&essence).ok_or_else(|| {
-        ApiError::UnsupportedMediaType(format!(
-            "Content-Type {essence:?} is not accepted; {EXPECTED}"
-        ))
-    })
 }
 
 /// What `POST /publish/{topic}` may say about its records.
@@ -69,7 +60,13 @@ pub async fn publish_raw(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Receipt>, ApiError> {
-    let format = raw_format(&headers)?;
+    let format = body_format(
+        &headers,
+        raw::Format::from_media_type,
+        None,
+        "use application/json (objects, arrays of them, or NDJSON), \
+         application/x-ndjson or text/plain (one record per line)",
+    )?;
     let options = RawOptions {
         topic,
         id_field: query.id_field,
@@ -105,19 +102,4 @@ fn request_source(headers: &HeaderMap) -> String {
         .filter(|product| !product.is_empty())
         .unwrap_or("http")
         .to_owned()
-}
-
-fn raw_format(headers: &HeaderMap) -> Result<raw::Format, ApiError> {
-    const EXPECTED: &str = "use application/json (objects, arrays of them, or NDJSON), \
-                            application/x-ndjson or text/plain (one record per line)";
-    let Some(essence) = media_type(headers) else {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "missing Content-Type; {EXPECTED}"
-        )));
-    };
-    raw::Format::from_media_type(&essence).ok_or_else(|| {
-        ApiError::UnsupportedMediaType(format!(
-            "Content-Type {essence:?} is not accepted; {EXPECTED}"
-        ))
-    })
 }

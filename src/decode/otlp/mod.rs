@@ -36,7 +36,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::id::{Occurrences, RecordHash, hex};
-use super::{DecodeError, DecodeLimits, Decoded, rfc3339_from_unix_nanos};
+use super::{DecodeError, DecodeLimits, Decoded, Encoding, rfc3339_from_unix_nanos};
 use crate::event::{Event, EventParts, FieldError, Topic, nesting_exceeds};
 
 /// The attribute a record may carry its own unique id in (OpenTelemetry
@@ -45,29 +45,6 @@ pub const RECORD_UID_ATTRIBUTE: &str = "log.record.uid";
 
 /// Domain tag of the record hash; change it when the hashed fields change.
 const HASH_DOMAIN: &str = "logagg/otlp/1";
-
-/// How the body is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    /// Binary protobuf (`application/x-protobuf`).
-    Protobuf,
-    /// OTLP/JSON (`application/json`): the protobuf JSON mapping with
-    /// lowerCamelCase keys, hex trace and span ids, 64-bit integers as
-    /// strings or numbers, enums as integers.
-    Json,
-}
-
-impl Encoding {
-    /// The encoding of a media type (`Content-Type` without parameters,
-    /// lowercase), if OTLP/HTTP defines it.
-    pub fn from_media_type(essence: &str) -> Option<Self> {
-        match essence {
-            "application/x-protobuf" | "application/protobuf" => Some(Self::Protobuf),
-            "application/json" => Some(Self::Json),
-            _ => None,
-        }
-    }
-}
 
 /// Which resource attributes name a record's topic and source.
 #[derive(Debug, Clone)]
