@@ -94,7 +94,7 @@ pub struct ServeConfig {
     pub otlp_topic_attribute: String,
 
     /// OTLP logs: the resource attribute naming each record's source (else
-    /// the topic attribute's value).
+    /// the record's topic).
     #[arg(
         long,
         env = "LOGAGG_OTLP_SOURCE_ATTRIBUTE",
