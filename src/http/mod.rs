@@ -7,6 +7,7 @@
 //! sends one) that its trace span and any error log line carry; server
 //! errors are logged once, by [`log_errors`], never where they are made.
 
+mod dashboard;
 mod error;
 mod events;
 mod ingest;
@@ -102,6 +103,7 @@ impl AppState {
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(dashboard::page))
         .route("/publish", post(publish::publish))
         .route("/events", get(events::list))
         .route("/events/{topic}/{event_id}", get(events::one))
