@@ -16,7 +16,7 @@ use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
-use crate::common::{REQUEST_TIMEOUT, TestApp, closed_port, event, skip};
+use crate::common::{REQUEST_TIMEOUT, TestApp, closed_port, event, padded_batch, skip};
 
 /// How long the page may take to show what a test waits for: a few of its
 /// 2 s polls.
@@ -543,6 +543,19 @@ async fn the_dashboard_shows_what_was_published_live_and_asks_nothing_of_other_h
         )
         .await;
 
+    // The tail keeps a fixed window: the newest 200 events.
+    app.api
+        .publish_ok(&padded_batch("bulk", "k", 250, 16))
+        .await;
+    let window = browser
+        .wait_for(
+            "the tail to show the newest bulk event",
+            "const rows = document.querySelectorAll('#tail-list li');
+             return rows[0].querySelector('.id').textContent === 'k-249' && rows.length",
+        )
+        .await;
+    assert_eq!(window, 200, "rows kept in the tail");
+
     // The lookup finds a stored event and says plainly when one is not.
     let found = browser.lookup("auth.login", "a3", "found").await;
     let a3 = stored
@@ -558,8 +571,13 @@ async fn the_dashboard_shows_what_was_published_live_and_asks_nothing_of_other_h
 
     // Desktop and phone widths: nothing overflows sideways.
     browser.fill("#topic-filter", "").await;
-    let unfiltered = browser.js(table, vec![]).await;
-    assert_eq!(unfiltered.as_array().map(Vec::len), Some(3), "{unfiltered}");
+    let all = browser
+        .wait_for(
+            "the table to list the bulk topic too",
+            &format!("const rows = (() => {{ {table} }})(); return rows.length === 4 && rows"),
+        )
+        .await;
+    assert_eq!(all.as_array().map(Vec::len), Some(4), "{all}");
     browser.emulate_color_scheme("light").await;
     for (name, width, height) in [
         ("dashboard-desktop", 1280, 900),
