@@ -607,6 +607,31 @@ async fn the_dashboard_shows_what_was_published_live_and_asks_nothing_of_other_h
     browser.viewport(1280, 900).await;
     browser.screenshot("dashboard-desktop-dark").await;
 
+    // Another pattern starts a fresh tail that shows only its topics.
+    browser.fill("#tail-pattern", "billing.*").await;
+    browser.press_enter_in("#tail-pattern").await;
+    browser
+        .wait_for(
+            "the tail to follow billing.*",
+            "return document.getElementById('tail-status').textContent === 'Following billing.*'
+                 && document.querySelectorAll('#tail-list li').length === 0",
+        )
+        .await;
+    app.api
+        .publish_ok(&json!([
+            event("auth.login", "a9"),
+            event("billing.paid", "b2")
+        ]))
+        .await;
+    let followed = browser
+        .wait_for(
+            "the billing event in the tail",
+            "const rows = [...document.querySelectorAll('#tail-list .id')].map((id) => id.textContent);
+             return rows.length > 0 && rows",
+        )
+        .await;
+    assert_eq!(followed, json!(["b2"]), "only the pattern's events");
+
     // Every request the page made went to the server; no script error.
     let requests: Vec<String> = browser
         .log("performance")

@@ -511,6 +511,7 @@ function updatePauseLabel() {
 
 $('tail-form').addEventListener('submit', (submit) => {
   submit.preventDefault();
+  clearTail();
   followTail();
 });
 
@@ -522,10 +523,11 @@ $('tail-pause').addEventListener('click', () => {
   if (!tail.paused) flushTail();
 });
 
-$('tail-clear').addEventListener('click', () => {
+function clearTail() {
   tail.pending.length = 0;
   $('tail-list').replaceChildren();
-});
+}
+$('tail-clear').addEventListener('click', clearTail);
 
 // ---- Start ------------------------------------------------------------------------------
 
