@@ -57,9 +57,15 @@ fn base_url(args: &HealthArgs) -> BaseUrl {
     if let Some(url) = &args.url {
         return url.clone();
     }
-    let listen = args
-        .listen
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    local_url(
+        args.listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+    )
+}
+
+/// The URL a client on this machine reaches a server listening on `listen`
+/// at: a wildcard address becomes loopback.
+pub(crate) fn local_url(listen: SocketAddr) -> BaseUrl {
     let ip = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),

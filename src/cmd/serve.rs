@@ -42,6 +42,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let server = Server::bind(&config).await?;
     tracing::info!(
         address = %server.local_addr(),
+        dashboard = %super::health::local_url(server.local_addr()).endpoint("/"),
         data_dir = %config.data_dir.display(),
         sync = ?config.sync,
         "logagg listening"
