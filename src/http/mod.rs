@@ -8,6 +8,7 @@
 //! errors are logged once, by the `log_errors` middleware, never where they
 //! are made.
 
+mod dashboard;
 mod error;
 mod events;
 mod ingest;
@@ -121,6 +122,7 @@ fn ingest_routes() -> Router<AppState> {
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(dashboard::page))
         .merge(ingest_routes())
         .route("/events", get(events::list))
         .route("/events/{topic}/{event_id}", get(events::one))

@@ -8,6 +8,7 @@ mod common;
 mod bad_input;
 mod clients;
 mod container;
+mod dashboard;
 mod dedup;
 mod disk_full;
 mod durability;
