@@ -10,7 +10,11 @@ mod container;
 mod dedup;
 mod disk_full;
 mod durability;
-mod model;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod publisher;
 mod reads;
+#[cfg(feature = "postgres")]
+mod replicas;
+mod store_contract;
 mod subscribe;
