@@ -938,10 +938,13 @@ fn store_error(error: tokio_postgres::Error) -> StoreError {
                 SqlState::READ_ONLY_SQL_TRANSACTION,
             ]
             .contains(code);
+        let reason = format!("{} {}: {}", db.severity(), code.code(), db.message());
         if unavailable {
-            return StoreError::Unavailable(format!("{}: {}", code.code(), db.message()));
+            return StoreError::Unavailable(reason);
         }
-        return StoreError::Database(Box::new(error));
+        // The message carries the server's words: they are what an
+        // operator needs in the log line, and `db error` alone says nothing.
+        return StoreError::Database(reason.into());
     }
     let io = std::error::Error::source(&error).is_some_and(|source| source.is::<std::io::Error>());
     if error.is_closed() || io || error.to_string() == "timeout waiting for server" {
