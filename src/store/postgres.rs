@@ -143,10 +143,16 @@ ON CONFLICT (topic, replica) DO UPDATE SET
 DELETE FROM topic_counts WHERE replica <> 0;
 ";
 
-/// Opens an append's transaction; the commit waits for its WAL flush
-/// whatever the server's default.
-const BEGIN_APPEND: &str =
-    "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL synchronous_commit = on";
+/// Opens an append's transaction. The commit waits for its WAL flush
+/// whatever the server's default. Two timeouts keep one stuck replica from
+/// stopping the others: waiting for the append lock gives up after 10 s
+/// (that append is answered 503), and a holder that goes silent inside its
+/// transaction for 10 s (a frozen process, a lost network) has its session
+/// ended by the server, which releases the lock.
+const BEGIN_APPEND: &str = "BEGIN ISOLATION LEVEL READ COMMITTED;
+SET LOCAL synchronous_commit = on;
+SET LOCAL lock_timeout = '10s';
+SET LOCAL idle_in_transaction_session_timeout = '10s'";
 
 /// Waits for [`APPEND_LOCK`]. The newest `seq` is read by the *next*
 /// statement: in READ COMMITTED each statement takes its snapshot when it
@@ -611,13 +617,19 @@ async fn append(
     // after the lock is granted) the newest seq and the stored copies.
     let lock_params: [&(dyn ToSql + Sync); 1] = [&APPEND_LOCK];
     let key_params: [&(dyn ToSql + Sync); 2] = [&topics, &ids];
-    let ((), _, previous, stored) = tokio::try_join!(
+    // Every statement is awaited (`join!`, not `try_join!`) and the
+    // errors taken in statement order: after one fails the rest fail too
+    // ("current transaction is aborted"), and the first is the cause.
+    let (begin, lock, previous, stored) = tokio::join!(
         client.batch_execute(BEGIN_APPEND),
         client.execute(&take_lock, &lock_params),
         client.query_one(&last_seq, &[]),
         client.query(&stored_copies, &key_params),
-    )?;
-    let previous = count(&previous, 0)?;
+    );
+    begin?;
+    lock?;
+    let previous = count(&previous?, 0)?;
+    let stored = stored?;
     let plan = Plan::new(events, previous, &stored)?;
     let last = plan.last();
 
@@ -656,7 +668,7 @@ async fn append(
         [&replica, &topic_names, &topic_events, &topic_last];
     let payload = last.to_string();
     let notify_params: [&(dyn ToSql + Sync); 2] = [&CHANNEL, &payload];
-    tokio::try_join!(
+    let (inserted, counted, topics_counted, notified, committed) = tokio::join!(
         client.execute(&insert, &insert_params),
         client.execute(&add_counters, &counter_params),
         client.execute(&add_topics, &topic_params),
@@ -668,7 +680,12 @@ async fn append(
             }
         },
         client.batch_execute("COMMIT"),
-    )?;
+    );
+    inserted?;
+    counted?;
+    topics_counted?;
+    notified?;
+    committed?;
     Ok(Commit {
         outcomes: plan.outcomes,
         previous,
@@ -934,6 +951,9 @@ fn store_error(error: tokio_postgres::Error) -> StoreError {
                 SqlState::CRASH_SHUTDOWN,
                 SqlState::CANNOT_CONNECT_NOW,
                 SqlState::TOO_MANY_CONNECTIONS,
+                // The append lock stayed taken past `lock_timeout`.
+                SqlState::LOCK_NOT_AVAILABLE,
+                SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
                 // A primary that became a standby (failover).
                 SqlState::READ_ONLY_SQL_TRANSACTION,
             ]

@@ -560,3 +560,96 @@ async fn interleaved_commits_from_two_replicas_never_let_a_reader_or_a_subscribe
     let followed: Vec<Key> = followed.iter().map(key).collect();
     assert_eq!(followed, stored, "the subscriber saw every event, in order");
 }
+
+/// Sends `signal` (e.g. "STOP", "CONT") to a child process.
+fn signal(server: &ChildServer, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([format!("-{signal}"), server.child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// The backend holding the append lock while idle inside its transaction
+/// for over 300 ms: a replica that stopped between the two round trips of
+/// an append.
+async fn stalled_lock_holder(client: &tokio_postgres::Client) -> Option<i32> {
+    client
+        .query_opt(
+            "SELECT a.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+             WHERE l.locktype = 'advisory' AND l.granted
+               AND a.state = 'idle in transaction'
+               AND now() - a.state_change > interval '300 ms'",
+            &[],
+        )
+        .await
+        .expect("reading pg_locks")
+        .map(|row| row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_frozen_while_holding_the_append_lock_holds_the_others_up_for_seconds_only() {
+    let test = "a_replica_frozen_while_holding_the_append_lock";
+    let Some(postgres) = Postgres::shared(test) else {
+        return;
+    };
+    let db = postgres.database().await;
+    let replicas = Replicas::start(&db.url, 2).await;
+    let load = Load::start(&replicas, "frozen");
+    load.until_acked(40).await;
+    let watcher = postgres.client(&db.name).await;
+
+    // Freeze replica 0 until it happens to stop while holding the lock.
+    let frozen = &replicas.servers[0];
+    let mut holder = None;
+    for _ in 0..100 {
+        signal(frozen, "STOP");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        holder = stalled_lock_holder(&watcher).await;
+        if holder.is_some() {
+            break;
+        }
+        signal(frozen, "CONT");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        holder.is_some(),
+        "replica 0 never stopped while holding the lock"
+    );
+    let frozen_at = Instant::now();
+
+    // The server ends the silent session after 10 s; replica 1 carries on.
+    load.until_acked(20).await;
+    let held_up = frozen_at.elapsed();
+    assert!(
+        held_up < Duration::from_secs(20),
+        "replica 1 was held up for {held_up:?}"
+    );
+    assert_eq!(stalled_lock_holder(&watcher).await, None);
+
+    // Thawed, replica 0 finds its connection gone, answers that append 503
+    // and reconnects.
+    signal(frozen, "CONT");
+    let api = replicas.api(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = api.publish(&event("thawed", "t")).await;
+        if response.status() == 200 {
+            break;
+        }
+        assert_eq!(response.status(), 503, "never a 500");
+        assert!(Instant::now() < deadline, "replica 0 did not recover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut attempts = load.stop().await;
+    attempts.push(Attempt {
+        events: vec![event("thawed", "t")],
+        answer: Answer::Acked,
+        finished: Instant::now(),
+    });
+    check_store(&replicas.api(1), &attempts, |answer| {
+        matches!(answer, Answer::Status(503, _))
+    })
+    .await;
+    retry_unacknowledged(&replicas.api(1), &attempts).await;
+}
