@@ -252,6 +252,8 @@ mod tests {
             ["t", "--queue-wait", "soon"],
             ["t", "--keep-alive", "0s"],
             ["t", "--json-depth-max", "121"],
+            ["t", "--store", "mysql://db/logagg"],
+            ["t", "--store", "postgres://u:p@db:notaport/logagg"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }
@@ -259,5 +261,19 @@ mod tests {
             .expect("valid flags");
         assert_eq!(cli.config.queue_wait, Duration::from_secs(2));
         assert_eq!(cli.config.keep_alive, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_store_is_the_embedded_one_unless_a_url_is_given() {
+        let config = ServeConfig::for_tests("d".into());
+        assert!(matches!(config.store, StoreLocation::Embedded));
+        #[cfg(feature = "postgres")]
+        {
+            let cli = Cli::try_parse_from(["t", "--store", "postgres://u:secret@db:5432/logagg"])
+                .expect("a PostgreSQL URL");
+            assert!(matches!(cli.config.store, StoreLocation::Postgres(_)));
+            assert_eq!(cli.config.store.to_string(), "postgres://u@db:5432/logagg");
+            assert!(!format!("{:?}", cli.config).contains("secret"));
+        }
     }
 }

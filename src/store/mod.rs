@@ -275,13 +275,10 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    #[error("connecting to {target}")]
-    Connect {
-        /// The database, as its URL without the password.
-        target: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    /// A database server did not accept a connection when the store was
+    /// opened.
+    #[error("the database did not accept a connection")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("store schema version {found} is newer than this build supports ({supported})")]
     SchemaTooNew { found: i64, supported: i64 },
     #[error("disk is full")]

@@ -337,14 +337,15 @@ impl PostgresStore {
     /// schema than this build knows.
     pub async fn open(url: &PostgresUrl, pool_size: NonZeroUsize) -> Result<Self, StoreError> {
         let config = url.connect_config();
-        let connect_error =
-            |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Connect {
-                target: url.to_string(),
-                source,
-            };
+        let connect_error = StoreError::Connect;
         let writer = pool(&config, 1).map_err(|e| connect_error(e.into()))?;
         let readers = pool(&config, pool_size.get()).map_err(|e| connect_error(e.into()))?;
-        let mut client = writer.get().await.map_err(|e| connect_error(e.into()))?;
+        let mut client = writer.get().await.map_err(|error| match error {
+            // The driver's error says what failed; deadpool's wrapper only
+            // repeats it.
+            PoolError::Backend(error) => connect_error(error.into()),
+            other => connect_error(other.into()),
+        })?;
         warn_about_settings(&client).await.map_err(store_error)?;
         let (replica, last_seq) = migrate(&mut client).await?;
         drop(client);

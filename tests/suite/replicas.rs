@@ -653,3 +653,95 @@ async fn a_replica_frozen_while_holding_the_append_lock_holds_the_others_up_for_
     .await;
     retry_unacknowledged(&replicas.api(1), &attempts).await;
 }
+
+/// `docker-compose.postgres.yml` is valid Compose (`config` parses and
+/// resolves it) and wires what the README says: PostgreSQL, three replicas
+/// on it, the balancer over all three, and the publisher through the
+/// balancer. Running it needs images a registry would provide; see the
+/// README for what was run.
+#[test]
+fn the_postgres_compose_file_is_valid_and_wires_three_replicas_behind_a_balancer() {
+    let test = "the_postgres_compose_file_is_valid";
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let file = root.join("docker-compose.postgres.yml");
+    let candidates: [&[&str]; 2] = [&["docker", "compose"], &["docker-compose"]];
+    let Some(compose) = candidates.into_iter().find(|compose| {
+        std::process::Command::new(compose[0])
+            .args(&compose[1..])
+            .arg("version")
+            .output()
+            .is_ok_and(|output| output.status.success())
+    }) else {
+        crate::common::skip(test, "neither `docker compose` nor `docker-compose` works");
+        return;
+    };
+    let config = |extra: &[&str]| {
+        let output = std::process::Command::new(compose[0])
+            .args(&compose[1..])
+            .arg("-f")
+            .arg(&file)
+            .arg("config")
+            .args(extra)
+            .env_remove("LOGAGG_PORT")
+            .output()
+            .expect("running compose config");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "compose config failed: {}{stdout}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    };
+    let services: BTreeSet<String> = config(&["--services"]).lines().map(str::to_owned).collect();
+    let expected = [
+        "postgres",
+        "replica-1",
+        "replica-2",
+        "replica-3",
+        "balancer",
+        "publisher",
+    ];
+    assert_eq!(services, expected.map(str::to_owned).into_iter().collect());
+    let resolved = config(&[]);
+    assert_eq!(
+        resolved
+            .matches("LOGAGG_STORE: postgres://logagg:logagg@postgres:5432/logagg")
+            .count(),
+        3,
+        "each replica uses the database: {resolved}"
+    );
+    assert!(
+        resolved.contains("--url=http://balancer:8080"),
+        "{resolved}"
+    );
+    assert!(resolved.contains("127.0.0.1:8080:8080"), "{resolved}");
+    let balancer = std::fs::read_to_string(root.join("deploy/haproxy.cfg")).expect("haproxy.cfg");
+    for replica in 1..=3 {
+        let line = format!("server replica-{replica} replica-{replica}:8080");
+        assert!(balancer.contains(&line), "the balancer lacks {line:?}");
+    }
+}
+
+#[test]
+fn a_replica_whose_database_cannot_be_reached_exits_with_one_clear_line() {
+    let url = format!(
+        "postgres://logagg:hunter2@127.0.0.1:{}/logagg?connect_timeout=2",
+        crate::common::closed_port()
+    );
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_logagg"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", &url])
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("running logagg serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let expected = format!(
+        "opening the store at {} (check --store, and that the database is up and reachable)",
+        url.replace(":hunter2", "")
+            .replace("?connect_timeout=2", "")
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "the password leaked: {stderr}");
+}
