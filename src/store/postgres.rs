@@ -41,8 +41,8 @@
 //!
 //! Each append is one transaction with `synchronous_commit = on` (the
 //! commit waits for its WAL flush, whatever the server's default), in two
-//! pipelined round trips plus the commit: lock, newest `seq` and stored
-//! copies; then insert, counters, `NOTIFY` and `COMMIT`.
+//! round trips of pipelined statements: the lock, the newest `seq` and the
+//! stored copies; then the insert, the counters, `NOTIFY` and `COMMIT`.
 //!
 //! # Other replicas' commits
 //!
