@@ -487,7 +487,7 @@ pg_compare() {
     log "$name run $run: sqlite ${sqlite[-1]}, pg x1 ${one[-1]} (${ratio_one[-1]}%), pg x3 ${three[-1]} (${ratio_three[-1]}%)"
   done
   pg_stop
-  printf '%-19s sqlite %s events/s (logagg %s us/event) | pg, 1 replica %s events/s = %s%% of sqlite (logagg %s + postgres %s us/event) | pg, 3 replicas %s events/s = %s%% (logagg %s + postgres %s us/event)  (medians of %d; same-run ratios: %s / %s)\n' \
+  printf '%-19s sqlite %s events/s (logagg %s us/event) | pg, 1 replica %s events/s = %.0f%% of sqlite (logagg %s + postgres %s us/event) | pg, 3 replicas %s events/s = %.0f%% (logagg %s + postgres %s us/event)  (medians of %d; same-run ratios: %s / %s)\n' \
     "$name" "$(median "${sqlite[@]}")" "$(median "${cpu_sqlite[@]}")" \
     "$(median "${one[@]}")" "$(median "${ratio_one[@]}")" "$(median "${cpu_one[@]}")" "$(median "${cpu_one_pg[@]}")" \
     "$(median "${three[@]}")" "$(median "${ratio_three[@]}")" "$(median "${cpu_three[@]}")" "$(median "${cpu_three_pg[@]}")" \
