@@ -11,10 +11,15 @@
 # ceiling, fanout, fanout-split, fanout-pinned, formats (each ingest path:
 # /publish, shippers' raw records, OTLP and Loki, the same records through
 # each), big (a 10,000,000-event store: startup, RSS, uuid4 vs uuid7 ingest;
-# takes several minutes and ~3 GB of disk).
+# takes several minutes and ~3 GB of disk), and the PostgreSQL store beside
+# the embedded one in the same run: pg-batch and pg-single (not in the
+# default set; they need the PostgreSQL server binaries: LOGAGG_PG_BIN, or
+# initdb on the PATH, or Debian's /usr/lib/postgresql/*/bin;
+# PG_BATCH_EVENTS and PG_SINGLE_EVENTS shrink them for a quick look).
 #
-# Everything listens on 127.0.0.1 only. Results go to stdout; server logs to
-# the temp dir, kept when a scenario fails.
+# Everything listens on 127.0.0.1 only: logagg on PORT (and the next two
+# ports for extra replicas), PostgreSQL on PORT+10. Results go to stdout;
+# server logs to the temp dir, kept when a scenario fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,9 +38,17 @@ SERVER=""
 # CPUs (the fanout-pinned scenarios); empty otherwise.
 PIN_SERVER=()
 PIN_SUBSCRIBERS=()
+# PostgreSQL (pg-* scenarios): its temp dir once started, and the logagg
+# replicas running over it.
+PG_DIR=""
+PG_PORT=$((PORT + 10))
+PG_URL="postgres://logagg@127.0.0.1:$PG_PORT/bench"
+REPLICAS=()
 
 cleanup() {
   [ -z "$SERVER" ] || kill "$SERVER" 2>/dev/null || true
+  [ ${#REPLICAS[@]} -eq 0 ] || kill "${REPLICAS[@]}" 2>/dev/null || true
+  [ -z "$PG_DIR" ] || pg_ctl_ stop -m immediate >/dev/null 2>&1 || true
   jobs -p | xargs -r kill 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -344,6 +357,181 @@ scenario_big() {
     printf '%-19s %10s events/s appending 500,000 (20%% dup) to 10,000,000; peak RSS %s MiB\n' \
       "big-ingest-$ids" "$rate" "$((peak / 1024))"
   done
+}
+
+# --- PostgreSQL ------------------------------------------------------------
+
+pg_bin() {
+  if [ -n "${LOGAGG_PG_BIN:-}" ]; then echo "$LOGAGG_PG_BIN"; return; fi
+  if command -v initdb >/dev/null; then dirname "$(readlink -f "$(command -v initdb)")"; return; fi
+  find /usr/lib/postgresql -maxdepth 3 -path '*/bin/initdb' 2>/dev/null | sort -V | tail -1 | xargs -r dirname
+}
+
+# pg_ctl_ ARGS...: pg_ctl on the bench cluster, as its owner (PostgreSQL
+# refuses to run as root; Debian's package creates the `postgres` user).
+pg_ctl_() {
+  local as=()
+  [ "$(id -u)" != 0 ] || as=(runuser -u postgres --)
+  "${as[@]}" "$(pg_bin)/pg_ctl" -D "$PG_DIR/data" "$@"
+}
+
+# pg_start: a cluster with the server's defaults (fsync on,
+# synchronous_commit on), but room for 2 GB of WAL between checkpoints, so
+# a 1,000,000-event run is not measured through a forced checkpoint.
+pg_start() {
+  local bin as=()
+  bin=$(pg_bin)
+  [ -n "$bin" ] || { log "no PostgreSQL binaries (set LOGAGG_PG_BIN)"; return 1; }
+  PG_DIR=$(mktemp -d "$WORK/pg.XXXXXX")
+  if [ "$(id -u)" = 0 ]; then
+    chmod go+x "$WORK"
+    chown postgres "$PG_DIR"
+    as=(runuser -u postgres --)
+  fi
+  "${as[@]}" "$bin/initdb" -D "$PG_DIR/data" -U logagg -A trust -E UTF8 --locale=C >/dev/null
+  pg_ctl_ -l "$PG_DIR/server.log" -w \
+    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_wal_size=2GB" start >/dev/null
+}
+
+pg_stop() {
+  pg_ctl_ -m fast stop >/dev/null
+  PG_DIR=""
+}
+
+pg_sql() { "$(pg_bin)/psql" -h 127.0.0.1 -p "$PG_PORT" -U logagg -d postgres -qAtc "$1"; }
+
+pg_fresh_db() { pg_sql "DROP DATABASE IF EXISTS bench" && pg_sql "CREATE DATABASE bench"; }
+
+# CPU seconds of the whole PostgreSQL server: the postmaster, every live
+# backend, and the backends it has already reaped.
+pg_cpu_seconds() {
+  local postmaster
+  postmaster=$(head -1 "$PG_DIR/data/postmaster.pid")
+  { cat "/proc/$postmaster/stat"; for child in $(pgrep -P "$postmaster"); do cat "/proc/$child/stat" 2>/dev/null; done; } |
+    awk 'NR == 1 { s += $16 + $17 } { s += $14 + $15 } END { printf "%.2f", s / 100 }'
+}
+
+# start_replicas COUNT [serve flags...]: logagg replicas on PORT, PORT+1, ...
+start_replicas() {
+  local count=$1 i
+  shift
+  REPLICAS=()
+  for i in $(seq 0 $((count - 1))); do
+    RUST_LOG=warn "$BIN" serve --listen "127.0.0.1:$((PORT + i))" --data-dir "$(fresh_dir)" "$@" \
+      >"$WORK/replica.$i.log" 2>&1 &
+    REPLICAS+=($!)
+  done
+  for i in $(seq 0 $((count - 1))); do
+    URL="http://127.0.0.1:$((PORT + i))" wait_healthy
+  done
+}
+
+stop_replicas() {
+  kill -TERM "${REPLICAS[@]}"
+  wait "${REPLICAS[@]}"
+  REPLICAS=()
+}
+
+replicas_cpu_seconds() {
+  local pid total=0
+  for pid in "${REPLICAS[@]}"; do
+    total=$(awk -v t="$total" -v c="$(cpu_seconds "$pid")" 'BEGIN {printf "%.2f", t + c}')
+  done
+  echo "$total"
+}
+
+# µs of CPU per event: per_event CPU_SECONDS EVENTS
+per_event() { awk -v c="$1" -v n="$2" 'BEGIN {printf "%.1f", c * 1e6 / n}'; }
+
+# publish_spread COUNT EVENTS CONCURRENCY PUBLISH_FLAGS...: one publisher
+# per replica, each sending its share of the events over its share of the
+# connections; prints "events/s unique" over the wall time of them all.
+publish_spread() {
+  local count=$1 events=$2 concurrency=$3 i t0 t1 pids=() unique=0
+  shift 3
+  t0=$(date +%s.%N)
+  for i in $(seq 0 $((count - 1))); do
+    "$BIN" publish --url "http://127.0.0.1:$((PORT + i))" --json "$@" \
+      --generate "$((events / count))" --concurrency "$(( (concurrency + count - 1) / count ))" \
+      --seed "$((i + 1))" >"$WORK/spread.$i.json" 2>"$WORK/spread.$i.err" &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
+  t1=$(date +%s.%N)
+  for i in $(seq 0 $((count - 1))); do
+    unique=$((unique + $(field "$(cat "$WORK/spread.$i.json")" unique)))
+  done
+  awk -v n="$(( (events / count) * count ))" -v a="$t0" -v b="$t1" -v u="$unique" 'BEGIN {printf "%.0f %d", n / (b - a), u}'
+}
+
+stats_field() {
+  python3 -c 'import json,sys,urllib.request
+print(json.load(urllib.request.urlopen(sys.argv[1] + "/stats"))[sys.argv[2]])' "$1" "$2"
+}
+
+# pg_compare NAME EVENTS CONCURRENCY PUBLISH_FLAGS: in each run, the same
+# load through the embedded store, through one replica over PostgreSQL and
+# through three (the connections split among them), each on a fresh store;
+# medians, same-run ratios and CPU per event.
+pg_compare() {
+  local name=$1 events=$2 concurrency=$3 flags="$4 --concurrency $3" run out c0 c1 p0 p1 rate unique stored
+  local sqlite=() one=() three=() ratio_one=() ratio_three=()
+  local cpu_sqlite=() cpu_one=() cpu_one_pg=() cpu_three=() cpu_three_pg=()
+  pg_start
+  for run in $(seq 1 "$RUNS"); do
+    start_server "$(fresh_dir)"
+    c0=$(cpu_seconds "$SERVER")
+    # shellcheck disable=SC2086
+    out=$(publish --generate "$events" $flags --verify)
+    cpu_sqlite+=("$(per_event "$(awk -v a="$c0" -v b="$(cpu_seconds "$SERVER")" 'BEGIN {print b - a}')" "$events")")
+    stop_server
+    sqlite+=("$(field "$out" events_per_second)")
+
+    pg_fresh_db
+    start_replicas 1 --store "$PG_URL"
+    c0=$(replicas_cpu_seconds); p0=$(pg_cpu_seconds)
+    # shellcheck disable=SC2086
+    out=$("$BIN" publish --url "http://127.0.0.1:$PORT" --json --generate "$events" $flags --verify 2>"$WORK/publish.err")
+    c1=$(replicas_cpu_seconds); p1=$(pg_cpu_seconds)
+    stop_replicas
+    one+=("$(field "$out" events_per_second)")
+    cpu_one+=("$(per_event "$(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}')" "$events")")
+    cpu_one_pg+=("$(per_event "$(awk -v a="$p0" -v b="$p1" 'BEGIN {print b - a}')" "$events")")
+
+    pg_fresh_db
+    start_replicas 3 --store "$PG_URL"
+    c0=$(replicas_cpu_seconds); p0=$(pg_cpu_seconds)
+    # shellcheck disable=SC2086
+    read -r rate unique <<<"$(publish_spread 3 "$events" "$concurrency" $4)"
+    c1=$(replicas_cpu_seconds); p1=$(pg_cpu_seconds)
+    stored=$(stats_field "http://127.0.0.1:$PORT" unique_processed)
+    [ "$stored" = "$unique" ] ||
+      { log "$name: three replicas stored $stored, acknowledged $unique unique"; return 1; }
+    stop_replicas
+    three+=("$rate")
+    cpu_three+=("$(per_event "$(awk -v a="$c0" -v b="$c1" 'BEGIN {print b - a}')" "$events")")
+    cpu_three_pg+=("$(per_event "$(awk -v a="$p0" -v b="$p1" 'BEGIN {print b - a}')" "$events")")
+
+    ratio_one+=("$(awk -v a="${one[-1]}" -v b="${sqlite[-1]}" 'BEGIN {printf "%.0f", 100 * a / b}')")
+    ratio_three+=("$(awk -v a="${three[-1]}" -v b="${sqlite[-1]}" 'BEGIN {printf "%.0f", 100 * a / b}')")
+    log "$name run $run: sqlite ${sqlite[-1]}, pg x1 ${one[-1]} (${ratio_one[-1]}%), pg x3 ${three[-1]} (${ratio_three[-1]}%)"
+  done
+  pg_stop
+  printf '%-19s sqlite %s events/s (logagg %s us/event) | pg, 1 replica %s events/s = %.0f%% of sqlite (logagg %s + postgres %s us/event) | pg, 3 replicas %s events/s = %.0f%% (logagg %s + postgres %s us/event)  (medians of %d; same-run ratios: %s / %s)\n' \
+    "$name" "$(median "${sqlite[@]}")" "$(median "${cpu_sqlite[@]}")" \
+    "$(median "${one[@]}")" "$(median "${ratio_one[@]}")" "$(median "${cpu_one[@]}")" "$(median "${cpu_one_pg[@]}")" \
+    "$(median "${three[@]}")" "$(median "${ratio_three[@]}")" "$(median "${cpu_three[@]}")" "$(median "${cpu_three_pg[@]}")" \
+    "$RUNS" "${ratio_one[*]}" "${ratio_three[*]}"
+}
+
+scenario_pg-batch() {
+  pg_compare pg-batch "${PG_BATCH_EVENTS:-1000000}" 8 \
+    "--batch-size 1000 --duplicate-rate 0.2 --ids uuid4 --topics 8 --payload-bytes 100"
+}
+
+scenario_pg-single() {
+  pg_compare pg-single "${PG_SINGLE_EVENTS:-100000}" 64 \
+    "--batch-size 1 --duplicate-rate 0.2 --ids uuid4 --topics 8 --payload-bytes 100"
 }
 
 echo "logagg bench $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores, $(git rev-parse --short HEAD 2>/dev/null || echo '?')"

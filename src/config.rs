@@ -21,7 +21,7 @@ use crate::event::FieldLimits;
 use crate::http::{Limits, SubscribeLimits};
 use crate::ingest::QueueConfig;
 use crate::ingest::batch::BatchPolicy;
-use crate::store::SyncMode;
+use crate::store::{StoreConfig, StoreLocation, SyncMode};
 
 /// serde_json refuses to parse deeper than 128 levels; our own limit must
 /// stay below it (plus one for a batch's array) to give the clearer error.
@@ -34,12 +34,32 @@ pub struct ServeConfig {
     #[arg(long, env = "LOGAGG_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
-    /// Directory holding the database (created if missing).
+    /// Directory holding the database (created if missing); the embedded
+    /// store's only.
     #[arg(long, env = "LOGAGG_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
-    /// Durability of each commit: `full` survives power loss, `normal` only
-    /// process crashes (see docs/architecture.md).
+    /// Where events are stored: `sqlite` (the embedded store in --data-dir)
+    /// or a PostgreSQL URL, postgres://user:password@host:5432/db, which
+    /// several replicas may share (see docs/architecture.md).
+    #[arg(
+        long,
+        env = "LOGAGG_STORE",
+        default_value = "sqlite",
+        value_parser = StoreLocation::parse,
+        hide_env_values = true
+    )]
+    pub store: StoreLocation,
+
+    /// Read connections to a PostgreSQL store; the consumer has one more of
+    /// its own, and one more follows other replicas' commits.
+    #[arg(long, env = "LOGAGG_STORE_POOL_SIZE", default_value = "8")]
+    pub store_pool_size: NonZeroUsize,
+
+    /// Durability of each commit of the embedded store: `full` survives
+    /// power loss, `normal` only process crashes (see
+    /// docs/architecture.md). PostgreSQL commits always wait for their WAL
+    /// flush.
     #[arg(long, env = "LOGAGG_SYNC", value_enum, default_value_t = SyncMode::Full)]
     pub sync: SyncMode,
 
@@ -187,6 +207,15 @@ impl ServeConfig {
         }
     }
 
+    pub fn store(&self) -> StoreConfig {
+        StoreConfig {
+            location: self.store.clone(),
+            data_dir: self.data_dir.clone(),
+            sync: self.sync,
+            pool_size: self.store_pool_size,
+        }
+    }
+
     pub fn queue(&self) -> QueueConfig {
         QueueConfig {
             capacity_events: self.queue_capacity.get(),
@@ -266,6 +295,8 @@ mod tests {
             ["t", "--queue-wait", "soon"],
             ["t", "--keep-alive", "0s"],
             ["t", "--json-depth-max", "121"],
+            ["t", "--store", "mysql://db/logagg"],
+            ["t", "--store", "postgres://u:p@db:notaport/logagg"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }
@@ -273,5 +304,19 @@ mod tests {
             .expect("valid flags");
         assert_eq!(cli.config.queue_wait, Duration::from_secs(2));
         assert_eq!(cli.config.keep_alive, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn the_store_is_the_embedded_one_unless_a_url_is_given() {
+        let config = ServeConfig::for_tests("d".into());
+        assert!(matches!(config.store, StoreLocation::Embedded));
+        #[cfg(feature = "postgres")]
+        {
+            let cli = Cli::try_parse_from(["t", "--store", "postgres://u:secret@db:5432/logagg"])
+                .expect("a PostgreSQL URL");
+            assert!(matches!(cli.config.store, StoreLocation::Postgres(_)));
+            assert_eq!(cli.config.store.to_string(), "postgres://u@db:5432/logagg");
+            assert!(!format!("{:?}", cli.config).contains("secret"));
+        }
     }
 }

@@ -431,7 +431,7 @@ impl Event {
             EventId::check(s, limits)
         });
         let timestamp = field("timestamp", wire.timestamp.as_ref(), &check_timestamp);
-        let source = field("source", wire.source.as_ref(), &|s| check_length(s, limits));
+        let source = field("source", wire.source.as_ref(), &|s| check_source(s, limits));
         let payload = match wire.payload {
             Some(raw) if raw.get().starts_with('{') => Some(raw.to_owned()),
             Some(raw) => {
@@ -541,6 +541,16 @@ fn check_length(value: &str, limits: &FieldLimits) -> Result<(), String> {
         )),
         _ => Ok(()),
     }
+}
+
+/// Any text of the allowed length but the NUL character, which no
+/// PostgreSQL `text` can hold (so every store takes the same events).
+fn check_source(value: &str, limits: &FieldLimits) -> Result<(), String> {
+    check_length(value, limits)?;
+    if value.contains('\0') {
+        return Err("must not contain the NUL character (\\u0000)".to_owned());
+    }
+    Ok(())
 }
 
 /// Accepts RFC 3339 (`2025-10-25T12:30:00Z`, `…+02:00`, fractional seconds)
@@ -698,6 +708,20 @@ mod tests {
                 assert!(Topic::parse(topic, &limits).is_ok(), "{name:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_source_may_hold_anything_but_nul() {
+        let with_source = |source: &str| GOOD.replace(r#""auth""#, source);
+        assert_eq!(
+            messages(&with_source(r#""a\u0000b""#)),
+            [(
+                Some("source".into()),
+                "must not contain the NUL character (\\u0000)".into()
+            )]
+        );
+        let event = validate(&with_source(r#""tab\there ✓""#)).expect("valid");
+        assert_eq!(event.source, "tab\there ✓");
     }
 
     #[test]

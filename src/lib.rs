@@ -20,10 +20,12 @@
 //!   commit) and answers each after the commit, then announces it to the
 //!   tail. Its module docs hold the protocol and the guarantees.
 //! - [`tail`]: the newest committed `seq` that subscribers wait on, and the
-//!   recent commits framed as Server-Sent Events for them.
-//! - [`store`]: the `Store` trait and its SQLite implementation; the unique
-//!   constraint on `(topic, event_id)` is the dedup set, and counters are
-//!   committed with the events.
+//!   recent commits framed as Server-Sent Events for them; with a shared
+//!   store, `tail::catch_up` brings in other replicas' commits.
+//! - [`store`]: the `Store` trait, the embedded SQLite store and (cargo
+//!   feature `postgres`, on by default) the PostgreSQL store that several
+//!   replicas share; the unique constraint on `(topic, event_id)` is the
+//!   dedup set, and counters are committed with the events.
 //! - [`metrics`]: Prometheus metrics, one struct per server.
 //! - [`config`]: `ServeConfig`, every server setting as a flag with a
 //!   `LOGAGG_*` environment variable.

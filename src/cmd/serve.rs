@@ -24,8 +24,8 @@ use crate::config::ServeConfig;
 use crate::http::{self, AppState};
 use crate::ingest::{Ingest, consumer};
 use crate::metrics::Metrics;
-use crate::store::{SqliteStore, Store};
-use crate::tail::{Tail, TailLimits};
+use crate::store;
+use crate::tail::{self, Tail, TailLimits};
 
 /// How long shutdown waits, in all, for in-flight requests and then for the
 /// consumer to commit what is queued, before giving up on them. Anything
@@ -44,6 +44,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     tracing::info!(
         address = %server.local_addr(),
         dashboard = %BaseUrl::local(server.local_addr()).endpoint("/"),
+        store = %config.store,
         data_dir = %config.data_dir.display(),
         sync = ?config.sync,
         "logagg listening"
@@ -63,6 +64,8 @@ pub struct Server {
     listener: TcpListener,
     state: AppState,
     consumer: JoinHandle<()>,
+    /// Announces other replicas' commits to the tail, for a shared store.
+    catch_up: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -72,17 +75,10 @@ impl Server {
     /// See [`run`].
     pub async fn bind(config: &ServeConfig) -> anyhow::Result<Self> {
         config.validate()?;
-        let (data_dir, sync) = (config.data_dir.clone(), config.sync);
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir, sync))
+        let store_config = config.store();
+        let store = store::open(&store_config)
             .await
-            .context("opening the store")?
-            .with_context(|| {
-                format!(
-                    "opening the store in {} (check --data-dir and its permissions)",
-                    config.data_dir.display()
-                )
-            })?;
-        let store: Arc<dyn Store> = Arc::new(store);
+            .with_context(|| format!("opening the store {}", store_config.describe()))?;
         let last_seq = store.last_seq().await.context("reading the newest seq")?;
         let tail = Arc::new(Tail::new(TailLimits::DEFAULT, last_seq));
         let metrics = Arc::new(Metrics::new());
@@ -105,10 +101,19 @@ impl Server {
             metrics,
             tail,
         );
+        let catch_up = state.store.foreign_commits().map(|foreign| {
+            tokio::spawn(tail::catch_up(
+                Arc::clone(&state.tail),
+                Arc::clone(&state.store),
+                foreign,
+                state.shutdown.clone(),
+            ))
+        });
         Ok(Self {
             listener,
             state,
             consumer,
+            catch_up,
         })
     }
 
@@ -133,6 +138,7 @@ impl Server {
             listener,
             state,
             consumer,
+            catch_up,
         } = self;
         let token = state.shutdown.clone();
         let app = http::router(state);
@@ -167,6 +173,13 @@ impl Server {
             }
             Ok(Err(join_error)) => return Err(join_error).context("joining the ingest consumer"),
             Err(_) => tracing::warn!("the ingest consumer did not stop in time"),
+        }
+        // It stops on the shutdown token.
+        if let Some(catch_up) = catch_up
+            && let Err(join_error) = catch_up.await
+            && join_error.is_panic()
+        {
+            anyhow::bail!("the task announcing other replicas' commits panicked");
         }
         tracing::info!("shutdown complete");
         Ok(())

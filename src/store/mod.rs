@@ -29,9 +29,18 @@
 //! Methods are async: a backend with a blocking driver (SQLite) runs its
 //! work on the blocking pool, within a bound of its own, so callers never
 //! block the runtime and never need `spawn_blocking` themselves.
+//!
+//! [`open`] opens the store a [`StoreConfig`] names: the embedded SQLite
+//! store ([`SqliteStore`]), or, with the `postgres` cargo feature (on by
+//! default), a PostgreSQL database that several replicas share
+//! (`PostgresStore`).
 
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 
+use std::fmt;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -42,7 +51,104 @@ use tokio::sync::watch;
 pub use crate::api::{Counters, TopicSummary};
 use crate::event::Event;
 
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresStore, PostgresUrl};
 pub use sqlite::SqliteStore;
+
+/// Which store `serve` uses (`--store`).
+#[derive(Debug, Clone)]
+pub enum StoreLocation {
+    /// The embedded SQLite store in the data directory (`sqlite`, the
+    /// default).
+    Embedded,
+    /// A PostgreSQL database (`postgres://...`), which several replicas may
+    /// share.
+    #[cfg(feature = "postgres")]
+    Postgres(PostgresUrl),
+}
+
+impl StoreLocation {
+    /// `sqlite`, or a `postgres://` / `postgresql://` URL.
+    ///
+    /// # Errors
+    /// A message for clap to show beside `--store`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text == "sqlite" {
+            return Ok(Self::Embedded);
+        }
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            #[cfg(feature = "postgres")]
+            return PostgresUrl::parse(text).map(Self::Postgres);
+            #[cfg(not(feature = "postgres"))]
+            return Err("this logagg was built without PostgreSQL support (cargo feature `postgres`); use `sqlite`".to_owned());
+        }
+        Err("expected `sqlite` or a URL such as postgres://user:password@host:5432/db".to_owned())
+    }
+}
+
+/// Passwords never show: a PostgreSQL URL prints without its password.
+impl fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Embedded => f.write_str("sqlite"),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(url) => url.fmt(f),
+        }
+    }
+}
+
+/// What [`open`] needs, from `ServeConfig`.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub location: StoreLocation,
+    /// Where the embedded store keeps its file.
+    pub data_dir: PathBuf,
+    /// Durability of the embedded store's commits. PostgreSQL commits always
+    /// wait for their WAL flush (`synchronous_commit = on`).
+    pub sync: SyncMode,
+    /// Read connections to a database server (the consumer has one more of
+    /// its own, and one more follows other replicas' commits).
+    pub pool_size: NonZeroUsize,
+}
+
+impl StoreConfig {
+    /// Where the store is, and what to check when it cannot be opened.
+    pub fn describe(&self) -> String {
+        match &self.location {
+            StoreLocation::Embedded => format!(
+                "in {} (check --data-dir and its permissions)",
+                self.data_dir.display()
+            ),
+            #[cfg(feature = "postgres")]
+            StoreLocation::Postgres(url) => {
+                format!("at {url} (check --store, and that the database is up and reachable)")
+            }
+        }
+    }
+}
+
+/// Opens (creating or migrating its schema if needed) the store `config`
+/// names.
+///
+/// # Errors
+/// When the store cannot be reached or opened, or holds a newer schema than
+/// this build knows.
+pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+    match &config.location {
+        StoreLocation::Embedded => {
+            let (data_dir, sync) = (config.data_dir.clone(), config.sync);
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir, sync))
+                .await
+                .map_err(|join_error| StoreError::Database(Box::new(join_error)))??;
+            Ok(Arc::new(store))
+        }
+        #[cfg(feature = "postgres")]
+        StoreLocation::Postgres(url) => {
+            Ok(Arc::new(PostgresStore::open(url, config.pool_size).await?))
+        }
+    }
+}
 
 /// How hard a commit works to survive power loss. Process crashes lose nothing
 /// acknowledged under either mode.
@@ -169,6 +275,10 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A database server did not accept a connection when the store was
+    /// opened.
+    #[error("the database did not accept a connection")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("store schema version {found} is newer than this build supports ({supported})")]
     SchemaTooNew { found: i64, supported: i64 },
     #[error("disk is full")]

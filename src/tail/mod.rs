@@ -12,10 +12,11 @@
 //!
 //! Commits reach the tail through [`Tail::announce`]: from the ingest
 //! consumer for its own commits, and, when other replicas write to the same
-//! store, from a task that reads their commits back from the store. A commit
-//! is announced with the `seq` range it covers; announcing a range that is
-//! already covered, in whole or in part, is harmless, so both sources may
-//! race.
+//! store, from [`catch_up`], which reads their commits back from the store.
+//! A commit is announced with the `seq` range it covers; announcing a range
+//! that is already covered, in whole or in part, is harmless, so both
+//! sources may race. [`Tail::advance`] moves the newest `seq` on without
+//! frames, for commits nobody is subscribed to see.
 //!
 //! Frames are written one after another into shared blocks of up to
 //! [`BLOCK_BYTES`] (`frame.rs`), so a subscriber that wants a run of
@@ -25,9 +26,11 @@
 //! much larger than what it has in flight.
 //!
 //! Invariant: the frames are *every* event with `after < seq <= covered`, in
-//! `seq` order. They are kept only while someone subscribes (an
-//! [`Interest`] is held); otherwise the ring is empty and costs nothing.
+//! `seq` order, and `covered` is never behind the newest announced `seq`.
+//! They are kept only while someone subscribes (an [`Interest`] is held);
+//! otherwise the ring is empty and costs nothing.
 
+mod catch_up;
 mod frame;
 
 use std::collections::VecDeque;
@@ -38,6 +41,7 @@ use std::sync::{Arc, RwLock};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::watch;
 
+pub use catch_up::catch_up;
 pub use frame::{BLOCK_BYTES, Frame, Framer, write_frame};
 
 /// Bounds on what the tail holds; the oldest frames go first.
@@ -150,6 +154,24 @@ impl Tail {
         });
     }
 
+    /// Moves the newest committed `seq` on to `last` without recording
+    /// the commits' frames (nobody was subscribed to them when they were
+    /// read). The frames held stop short of `last`, so they are dropped:
+    /// subscribers read those commits from the store.
+    pub fn advance(&self, last: u64) {
+        {
+            let mut ring = self.ring.write().expect("tail lock");
+            if ring.range.is_some_and(|(_, covered)| covered < last) {
+                *ring = Ring::default();
+            }
+        }
+        self.newest.send_if_modified(|newest| {
+            let advanced = last > *newest;
+            *newest = (*newest).max(last);
+            advanced
+        });
+    }
+
     /// Adds the frames of `previous < seq <= last`, skipping any the ring
     /// already covers.
     fn extend(&self, previous: u64, last: u64, frames: Vec<Frame>) {
@@ -160,6 +182,10 @@ impl Tail {
                 ring.range = Some((after, last));
                 covered
             }
+            // A late announcement that ends before commits already
+            // announced: starting afresh from it would leave the ring
+            // behind the newest seq, so keep it empty.
+            None if last < self.newest() => return,
             // Empty, or commits went by unrecorded: start afresh so the
             // invariant holds.
             _ => {

@@ -19,7 +19,7 @@ fn receipt(received: u64, unique: u64, duplicates: u64, conflicts: u64) -> Value
     json!({"received": received, "unique": unique, "duplicates": duplicates, "conflicts": conflicts})
 }
 
-fn counters(received: u64, unique: u64, duplicates: u64, conflicts: u64) -> Counters {
+pub(crate) fn counters(received: u64, unique: u64, duplicates: u64, conflicts: u64) -> Counters {
     Counters {
         received,
         unique_processed: unique,
@@ -167,7 +167,7 @@ async fn a_conflict_inside_one_batch_keeps_the_first_copy() {
 
 /// 4,000 distinct events plus 1,000 extra copies, shuffled, so copies land in
 /// the same batch, in other batches of the same client, and in other clients.
-fn load_with_duplicates(rng: &mut Rng) -> Vec<Value> {
+pub(crate) fn load_with_duplicates(rng: &mut Rng) -> Vec<Value> {
     let unique: Vec<Value> = (0..4_000)
         .map(|i| event(&format!("load.t{}", i % 7), &format!("id-{i}")))
         .collect();
@@ -181,7 +181,7 @@ fn load_with_duplicates(rng: &mut Rng) -> Vec<Value> {
 
 /// Publishes `events` as a mix of single events and batches of up to 40,
 /// and returns the sum of the receipts.
-async fn publish_mixed(api: Api, events: Vec<Value>, mut rng: Rng) -> [u64; 4] {
+pub(crate) async fn publish_mixed(api: Api, events: Vec<Value>, mut rng: Rng) -> [u64; 4] {
     let mut totals = [0; 4];
     let mut rest = events.as_slice();
     while !rest.is_empty() {

@@ -14,11 +14,11 @@ use serde_json::{Value, json};
 /// Upper bound on a whole phase (publishers running, or a restart check).
 const PHASE_TIMEOUT: Duration = Duration::from_secs(120);
 
-type Key = (String, String);
+pub(crate) type Key = (String, String);
 
 /// How one publish request ended.
 #[derive(Debug)]
-enum Answer {
+pub(crate) enum Answer {
     /// 200: the events are durable.
     Acked,
     /// Any other status: never expected in these tests.
@@ -30,14 +30,14 @@ enum Answer {
 
 /// One publish request and its answer.
 #[derive(Debug)]
-struct Attempt {
-    events: Vec<Value>,
-    answer: Answer,
+pub(crate) struct Attempt {
+    pub(crate) events: Vec<Value>,
+    pub(crate) answer: Answer,
     /// When the answer (or failure) arrived.
-    finished: Instant,
+    pub(crate) finished: Instant,
 }
 
-async fn attempt(api: &Api, events: Vec<Value>) -> Attempt {
+pub(crate) async fn attempt(api: &Api, events: Vec<Value>) -> Attempt {
     let answer = match api
         .http
         .post(api.url("/publish"))
@@ -74,7 +74,7 @@ async fn attempt(api: &Api, events: Vec<Value>) -> Attempt {
 /// A publisher that sends fresh batches (and now and then resends an earlier
 /// one, as a retrying client would) until `stop` is set, or until its first
 /// failure when `stop_on_failure`.
-async fn publisher(
+pub(crate) async fn publisher(
     api: Api,
     name: String,
     stop: Arc<AtomicBool>,

@@ -13,7 +13,11 @@ mod dedup;
 mod disk_full;
 mod durability;
 mod formats;
-mod model;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod publisher;
 mod reads;
+#[cfg(feature = "postgres")]
+mod replicas;
+mod store_contract;
 mod subscribe;

@@ -16,14 +16,14 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(60);
 
 /// One open SSE connection, read message by message.
-struct Stream {
+pub(crate) struct Stream {
     body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     parser: SseParser,
     ready: std::collections::VecDeque<Value>,
 }
 
 impl Stream {
-    async fn open(api: &Api, pattern: &str, last_event_id: Option<u64>) -> Self {
+    pub(crate) async fn open(api: &Api, pattern: &str, last_event_id: Option<u64>) -> Self {
         Self::open_with(api, &[("topic", pattern)], last_event_id).await
     }
 
@@ -49,7 +49,7 @@ impl Stream {
     }
 
     /// The next event, or `None` when the server ended the stream.
-    async fn next(&mut self) -> Option<Value> {
+    pub(crate) async fn next(&mut self) -> Option<Value> {
         loop {
             if let Some(event) = self.ready.pop_front() {
                 return Some(event);
@@ -73,7 +73,7 @@ impl Stream {
         }
     }
 
-    async fn take(&mut self, count: usize) -> Vec<Value> {
+    pub(crate) async fn take(&mut self, count: usize) -> Vec<Value> {
         let mut events = Vec::with_capacity(count);
         for _ in 0..count {
             events.push(self.next().await.expect("stream ended early"));
@@ -82,7 +82,7 @@ impl Stream {
     }
 }
 
-fn seqs(events: &[Value]) -> Vec<u64> {
+pub(crate) fn seqs(events: &[Value]) -> Vec<u64> {
     events
         .iter()
         .map(|e| e["seq"].as_u64().expect("seq"))

@@ -2,11 +2,13 @@
 //! server end in the same state as a simple in-memory model of the design
 //! (a map keyed by `(topic, event_id)`, first write wins): the same stored
 //! keys in the same commit order, the first-committed content of each key
-//! byte for byte, the same receipts, counters and per-topic counts.
+//! byte for byte, the same receipts, counters and per-topic counts. It runs
+//! on every store, each case on a fresh one.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::{Backend, Fixture};
 use crate::common::{Api, Counters, TestApp};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -193,8 +195,12 @@ async fn stored_events(api: &Api) -> Vec<Stored> {
         .events
 }
 
-async fn check(requests: Vec<Request>) -> Result<(), TestCaseError> {
-    let mut app = TestApp::spawn().await;
+async fn check(backend: Backend, requests: Vec<Request>) -> Result<(), TestCaseError> {
+    let test = "random_publish_sequences_leave_the_same_state_as_the_model";
+    let Some(fixture) = Fixture::new(backend, test).await else {
+        return Ok(());
+    };
+    let mut app = TestApp::spawn_with(|config| config.store = fixture.location()).await;
     let mut model = Model::default();
     for (i, request) in requests.iter().enumerate() {
         let (content_type, body) = request.body();
@@ -243,6 +249,19 @@ async fn check(requests: Vec<Request>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Runs one case on `backend` on a runtime of its own.
+fn run_case(backend: Backend, requests: Vec<Request>) -> Result<(), TestCaseError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    runtime.block_on(async {
+        tokio::time::timeout(CASE_TIMEOUT, check(backend, requests))
+            .await
+            .map_err(|_| TestCaseError::fail("case timed out"))?
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 32,
@@ -251,17 +270,17 @@ proptest! {
     })]
 
     #[test]
-    fn random_publish_sequences_leave_the_same_state_as_the_model(
+    fn random_publish_sequences_leave_the_same_state_as_the_model_on_sqlite(
         requests in prop::collection::vec(request(), 1..=12)
     ) {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        runtime.block_on(async {
-            tokio::time::timeout(CASE_TIMEOUT, check(requests))
-                .await
-                .map_err(|_| TestCaseError::fail("case timed out"))?
-        })?;
+        run_case(Backend::Sqlite, requests)?;
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn random_publish_sequences_leave_the_same_state_as_the_model_on_postgres(
+        requests in prop::collection::vec(request(), 1..=12)
+    ) {
+        run_case(Backend::Postgres, requests)?;
     }
 }

@@ -1,0 +1,993 @@
+//! The PostgreSQL store: one database that several `logagg serve` replicas
+//! share, with the same contract as the embedded store (see the parent
+//! module). This is the only file that names `tokio_postgres`.
+//!
+//! The schema, created and versioned at open (`logagg_schema` holds the
+//! version; a newer one is refused):
+//!
+//! - `events`: one row per stored event, `seq` the primary key,
+//!   `UNIQUE (topic, event_id)` the dedup set. Keys use the `"C"` collation:
+//!   byte order, as SQLite sorts, and no locale work in the index.
+//! - `counters` and `topic_counts`: one row per replica (per topic), summed
+//!   on read, so replicas never update the same counter row. Opening a
+//!   replica folds every row into replica 0's, so rows do not pile up as
+//!   replicas come and go.
+//!
+//! # Commit-ordered `seq` across replicas
+//!
+//! Every append takes one transaction-scoped advisory lock
+//! ([`APPEND_LOCK`]) before anything else, and holds it to its commit.
+//! PostgreSQL releases transaction locks only after the commit is visible
+//! to every new snapshot (`CommitTransaction` in
+//! `src/backend/access/transam/xact.c` ends the transaction in the proc
+//! array "_before_ releasing locks we hold and _after_
+//! RecordTransactionCommit"), so the next append, in whichever replica,
+//! reads the newest committed `seq` (`previous`), numbers its new events
+//! `previous + 1 ...` and commits before anyone else can number theirs. A
+//! reader that has seen `seq = c` therefore never later finds a smaller
+//! `seq` appear. The lock costs one wait per commit, not per event: group
+//! commit makes each lock hold carry many requests. docs/decisions/0001
+//! has the alternatives.
+//!
+//! Under the lock, which key is new is known before the insert: one query
+//! reads the stored copies of the keys in the batch, the rest of the
+//! classification (duplicates inside the batch, conflicts via
+//! [`Event::same_content`]) happens here, and only new events are
+//! inserted, so `seq` has no gaps. The unique constraint stays the last
+//! word: a writer that bypassed the lock would make the insert fail, and
+//! the whole append roll back.
+//!
+//! # Durability and round trips
+//!
+//! Each append is one transaction with `synchronous_commit = on` (the
+//! commit waits for its WAL flush, whatever the server's default), in two
+//! round trips of pipelined statements: the lock, the newest `seq` and the
+//! stored copies; then the insert, the counters, `NOTIFY` and `COMMIT`.
+//!
+//! # Other replicas' commits
+//!
+//! The append sends `NOTIFY logagg_commits, '<last seq>'`, which PostgreSQL
+//! delivers only once the transaction has committed. A task of this store
+//! LISTENs on a connection of its own and keeps [`Store::foreign_commits`]
+//! at the newest `seq` anyone committed; when the connection drops it
+//! reconnects, and after each LISTEN it reads the newest `seq` again, so a
+//! commit made while it was away is not missed.
+//!
+//! # Connections and failures
+//!
+//! The consumer's appends have a connection of their own (one at a time);
+//! reads share a pool of `--store-pool-size`. Both reconnect by themselves.
+//! An error that means the server cannot be reached or is restarting
+//! becomes [`StoreError::Unavailable`] (503 + `Retry-After`), and a
+//! connection that failed mid-transaction is discarded, never reused.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::poll_fn;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{
+    ClientWrapper, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use serde_json::value::RawValue;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, NoTls, Row};
+
+use super::{
+    Commit, CommitTime, Counters, EventQuery, Outcome, Store, StoreError, StoreStats, StoredEvent,
+    TopicSummary,
+};
+use crate::event::Event;
+
+/// The schema this build writes, kept in `logagg_schema`.
+const SCHEMA_VERSION: i32 = 1;
+
+/// Serializes schema set-up among replicas starting at once.
+const SCHEMA_LOCK: i64 = 0x6c6f_6761_6767_0001;
+/// Serializes appends: held from before the newest `seq` is read until the
+/// commit (see the module docs).
+const APPEND_LOCK: i64 = 0x6c6f_6761_6767_0002;
+
+/// The channel each commit notifies, with its newest `seq` as payload.
+const CHANNEL: &str = "logagg_commits";
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS events (
+    seq         bigint PRIMARY KEY,
+    topic       text COLLATE "C" NOT NULL,
+    event_id    text COLLATE "C" NOT NULL,
+    timestamp   text   NOT NULL,
+    source      text   NOT NULL,
+    payload     text   NOT NULL,
+    received_at bigint NOT NULL,
+    UNIQUE (topic, event_id)
+);
+CREATE INDEX IF NOT EXISTS events_by_topic ON events (topic, seq);
+CREATE TABLE IF NOT EXISTS counters (
+    replica           bigint PRIMARY KEY,
+    received          bigint NOT NULL,
+    unique_processed  bigint NOT NULL,
+    duplicate_dropped bigint NOT NULL,
+    conflicts         bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS topic_counts (
+    topic    text COLLATE "C" NOT NULL,
+    replica  bigint NOT NULL,
+    events   bigint NOT NULL,
+    last_seq bigint NOT NULL,
+    PRIMARY KEY (topic, replica)
+);
+CREATE SEQUENCE IF NOT EXISTS replicas;
+"#;
+
+/// Folds every replica's counter rows into replica 0's. Run at open, under
+/// the append lock, so no append is between reading and deleting them.
+const FOLD_COUNTERS: &str = "
+INSERT INTO counters (replica, received, unique_processed, duplicate_dropped, conflicts)
+SELECT 0, coalesce(sum(received), 0), coalesce(sum(unique_processed), 0),
+       coalesce(sum(duplicate_dropped), 0), coalesce(sum(conflicts), 0)
+FROM counters
+ON CONFLICT (replica) DO UPDATE SET
+    received = excluded.received, unique_processed = excluded.unique_processed,
+    duplicate_dropped = excluded.duplicate_dropped, conflicts = excluded.conflicts;
+DELETE FROM counters WHERE replica <> 0;
+INSERT INTO topic_counts (topic, replica, events, last_seq)
+SELECT topic, 0, sum(events), max(last_seq) FROM topic_counts GROUP BY topic
+ON CONFLICT (topic, replica) DO UPDATE SET
+    events = excluded.events, last_seq = excluded.last_seq;
+DELETE FROM topic_counts WHERE replica <> 0;
+";
+
+/// Opens an append's transaction. The commit waits for its WAL flush
+/// whatever the server's default. Two timeouts keep one stuck replica from
+/// stopping the others: waiting for the append lock gives up after 10 s
+/// (that append is answered 503), and a holder that goes silent inside its
+/// transaction for 10 s (a frozen process, a lost network) has its session
+/// ended by the server, which releases the lock.
+const BEGIN_APPEND: &str = "BEGIN ISOLATION LEVEL READ COMMITTED;
+SET LOCAL synchronous_commit = on;
+SET LOCAL lock_timeout = '10s';
+SET LOCAL idle_in_transaction_session_timeout = '10s'";
+
+/// Waits for [`APPEND_LOCK`]. The newest `seq` is read by the *next*
+/// statement: in READ COMMITTED each statement takes its snapshot when it
+/// starts, so only a statement that starts after the lock is granted sees
+/// the previous holder's commit.
+const TAKE_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
+
+const LAST_SEQ: &str = "SELECT coalesce(max(seq), 0) FROM events";
+
+/// The stored copies of the given keys (pairs at the same index).
+const STORED_COPIES: &str = "
+SELECT topic, event_id, timestamp, source, payload FROM events
+WHERE (topic, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))";
+
+const INSERT_EVENTS: &str = "
+INSERT INTO events (seq, topic, event_id, timestamp, source, payload, received_at)
+SELECT seq, topic, event_id, timestamp, source, payload, $7
+FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+    AS fresh (seq, topic, event_id, timestamp, source, payload)";
+
+const ADD_COUNTERS: &str = "
+INSERT INTO counters (replica, received, unique_processed, duplicate_dropped, conflicts)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (replica) DO UPDATE SET
+    received = counters.received + excluded.received,
+    unique_processed = counters.unique_processed + excluded.unique_processed,
+    duplicate_dropped = counters.duplicate_dropped + excluded.duplicate_dropped,
+    conflicts = counters.conflicts + excluded.conflicts";
+
+const ADD_TOPIC_COUNTS: &str = "
+INSERT INTO topic_counts (topic, replica, events, last_seq)
+SELECT topic, $1, events, last_seq FROM unnest($2::text[], $3::int8[], $4::int8[])
+    AS added (topic, events, last_seq)
+ON CONFLICT (topic, replica) DO UPDATE SET
+    events = topic_counts.events + excluded.events,
+    last_seq = greatest(topic_counts.last_seq, excluded.last_seq)";
+
+const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+
+const EVENT_COLUMNS: &str = "seq, topic, event_id, timestamp, source, payload, received_at";
+
+const TOPICS: &str = "
+SELECT topic, sum(events)::int8, max(last_seq) FROM topic_counts GROUP BY topic ORDER BY topic";
+
+/// Counters, topics and the newest `seq` in one statement, so from one
+/// snapshot.
+const STATS: &str = "
+WITH topics AS (
+    SELECT topic, sum(events)::int8 AS events, max(last_seq) AS last_seq
+    FROM topic_counts GROUP BY topic
+)
+SELECT coalesce(sum(received), 0)::int8, coalesce(sum(unique_processed), 0)::int8,
+       coalesce(sum(duplicate_dropped), 0)::int8, coalesce(sum(conflicts), 0)::int8,
+       (SELECT coalesce(max(seq), 0) FROM events),
+       (SELECT array_agg(topic ORDER BY topic) FROM topics),
+       (SELECT array_agg(events ORDER BY topic) FROM topics),
+       (SELECT array_agg(last_seq ORDER BY topic) FROM topics)
+FROM counters";
+
+/// Connecting to a server that does not answer gives up after this, unless
+/// the URL sets `connect_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Unacknowledged data on a connection for this long means the server is
+/// gone (Linux `TCP_USER_TIMEOUT`), unless the URL sets `tcp_user_timeout`.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a read waits for a free pooled connection before it is
+/// answered 503.
+const POOL_WAIT: Duration = Duration::from_secs(5);
+/// `/health` reports the store unavailable when it gets no answer in this
+/// time.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// The LISTEN task reads the newest `seq` this often even without a
+/// notification: a liveness check of its connection, and a bound on the
+/// delay should a notification ever not arrive.
+const LISTEN_REFRESH: Duration = Duration::from_secs(5);
+/// Reconnecting the LISTEN connection backs off from the first to the
+/// second.
+const LISTEN_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(2));
+
+/// A PostgreSQL connection URL, parsed. Shown without its password.
+#[derive(Clone)]
+pub struct PostgresUrl {
+    config: Box<tokio_postgres::Config>,
+}
+
+impl PostgresUrl {
+    /// Parses a `postgres://` or `postgresql://` URL (libpq syntax; query
+    /// parameters such as `connect_timeout` or `application_name` apply).
+    ///
+    /// # Errors
+    /// A message naming what is wrong, without the password.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: tokio_postgres::Config = text.parse().map_err(|e| {
+            format!("not a valid PostgreSQL URL ({e}); e.g. postgres://user:password@host:5432/db")
+        })?;
+        if config.get_hosts().is_empty() {
+            return Err("the PostgreSQL URL names no host".to_owned());
+        }
+        Ok(Self {
+            config: Box::new(config),
+        })
+    }
+
+    /// The driver's configuration, with this store's defaults where the URL
+    /// sets nothing.
+    fn connect_config(&self) -> tokio_postgres::Config {
+        let mut config = (*self.config).clone();
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("logagg");
+        }
+        config
+    }
+}
+
+impl fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("postgres://")?;
+        if let Some(user) = self.config.get_user() {
+            write!(f, "{user}@")?;
+        }
+        let ports = self.config.get_ports();
+        for (i, host) in self.config.get_hosts().iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            match host {
+                tokio_postgres::config::Host::Tcp(name) => f.write_str(name)?,
+                tokio_postgres::config::Host::Unix(path) => write!(f, "{}", path.display())?,
+            }
+            if let Some(port) = ports.get(i).or(ports.first()) {
+                write!(f, ":{port}")?;
+            }
+        }
+        if let Some(db) = self.config.get_dbname() {
+            write!(f, "/{db}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PostgresUrl({self})")
+    }
+}
+
+/// The PostgreSQL implementation of [`Store`]. Cheap to clone.
+#[derive(Clone)]
+pub struct PostgresStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The consumer's connection (appends run one at a time).
+    writer: Pool,
+    readers: Pool,
+    /// This process's row in `counters` and `topic_counts`.
+    replica: i64,
+    /// The newest `seq` committed by anyone, kept by the LISTEN task.
+    newest: Arc<watch::Sender<u64>>,
+    listener: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl PostgresStore {
+    /// Connects, creates or migrates the schema, takes a replica id and
+    /// starts following other replicas' commits.
+    ///
+    /// # Errors
+    /// When the server cannot be reached, or the database holds a newer
+    /// schema than this build knows.
+    pub async fn open(url: &PostgresUrl, pool_size: NonZeroUsize) -> Result<Self, StoreError> {
+        let config = url.connect_config();
+        let connect_error = StoreError::Connect;
+        let writer = pool(&config, 1).map_err(|e| connect_error(e.into()))?;
+        let readers = pool(&config, pool_size.get()).map_err(|e| connect_error(e.into()))?;
+        let mut client = writer.get().await.map_err(|error| match error {
+            // The driver's error says what failed; deadpool's wrapper only
+            // repeats it.
+            PoolError::Backend(error) => connect_error(error.into()),
+            other => connect_error(other.into()),
+        })?;
+        warn_about_settings(&client).await.map_err(store_error)?;
+        let (replica, last_seq) = migrate(&mut client).await?;
+        drop(client);
+        let newest = Arc::new(watch::Sender::new(last_seq));
+        let listener = tokio::spawn(listen(config, Arc::clone(&newest)));
+        tracing::info!(replica, last_seq, database = %url, "PostgreSQL store open");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer,
+                readers,
+                replica,
+                newest,
+                listener,
+            }),
+        })
+    }
+
+    async fn reader(&self) -> Result<Object, StoreError> {
+        self.inner.readers.get().await.map_err(pool_error)
+    }
+}
+
+fn pool(
+    config: &tokio_postgres::Config,
+    size: usize,
+) -> Result<Pool, deadpool_postgres::BuildError> {
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            // A connection the server closed is noticed by its driver and
+            // replaced at checkout; one that dies mid-append is discarded
+            // there (see `append`).
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(POOL_WAIT))
+        .create_timeout(Some(
+            config
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(CONNECT_TIMEOUT),
+        ))
+        .recycle_timeout(Some(POOL_WAIT))
+        .runtime(Runtime::Tokio1)
+        .build()
+}
+
+/// Logs the server settings that weaken what this store promises.
+async fn warn_about_settings(client: &ClientWrapper) -> Result<(), tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('fsync'), current_setting('server_encoding')",
+            &[],
+        )
+        .await?;
+    let (fsync, encoding): (&str, &str) = (row.try_get(0)?, row.try_get(1)?);
+    if fsync != "on" {
+        tracing::warn!(
+            fsync,
+            "the PostgreSQL server runs with fsync off: a crash of its machine can lose acknowledged events"
+        );
+    }
+    if encoding != "UTF8" {
+        tracing::warn!(
+            encoding,
+            "the database is not UTF8: events with characters it cannot hold will fail to commit"
+        );
+    }
+    Ok(())
+}
+
+/// Creates or checks the schema, folds the counter rows, and returns this
+/// replica's id and the newest `seq`.
+async fn migrate(client: &mut ClientWrapper) -> Result<(i64, u64), StoreError> {
+    let tx = client.transaction().await.map_err(store_error)?;
+    tx.batch_execute(&format!(
+        "SELECT pg_advisory_xact_lock({SCHEMA_LOCK});
+         CREATE TABLE IF NOT EXISTS logagg_schema (
+             id      int PRIMARY KEY CHECK (id = 0),
+             version int NOT NULL
+         );"
+    ))
+    .await
+    .map_err(store_error)?;
+    let found: Option<i32> = tx
+        .query_opt("SELECT version FROM logagg_schema", &[])
+        .await
+        .and_then(|row| row.map(|row| row.try_get(0)).transpose())
+        .map_err(store_error)?;
+    if let Some(found) = found
+        && found > SCHEMA_VERSION
+    {
+        return Err(StoreError::SchemaTooNew {
+            found: found.into(),
+            supported: SCHEMA_VERSION.into(),
+        });
+    }
+    tx.batch_execute(SCHEMA).await.map_err(store_error)?;
+    tx.execute(
+        "INSERT INTO logagg_schema (id, version) VALUES (0, $1)
+         ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+        &[&SCHEMA_VERSION],
+    )
+    .await
+    .map_err(store_error)?;
+    tx.batch_execute(&format!(
+        "SELECT pg_advisory_xact_lock({APPEND_LOCK}); {FOLD_COUNTERS}"
+    ))
+    .await
+    .map_err(store_error)?;
+    let replica: i64 = tx
+        .query_one("SELECT nextval('replicas')", &[])
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(store_error)?;
+    let last_seq = tx
+        .query_one(LAST_SEQ, &[])
+        .await
+        .and_then(|row| count(&row, 0))
+        .map_err(store_error)?;
+    tx.commit().await.map_err(store_error)?;
+    Ok((replica, last_seq))
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn append(
+        &self,
+        events: Arc<[Event]>,
+        received_at: CommitTime,
+    ) -> Result<Commit, StoreError> {
+        let client = self.inner.writer.get().await.map_err(pool_error)?;
+        match append(&client, self.inner.replica, &events, received_at).await {
+            Ok(commit) => Ok(commit),
+            Err(error) => {
+                // It may be mid-transaction or broken: never reuse it.
+                drop(Object::take(client));
+                Err(store_error(error))
+            }
+        }
+    }
+
+    async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+        let client = self.reader().await?;
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let after = to_sql(query.after);
+        let rows = match &query.topic {
+            Some(topic) => {
+                let sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE topic = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                );
+                let statement = client.prepare_cached(&sql).await.map_err(store_error)?;
+                client.query(&statement, &[topic, &after, &limit]).await
+            }
+            None => {
+                let sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
+                );
+                let statement = client.prepare_cached(&sql).await.map_err(store_error)?;
+                client.query(&statement, &[&after, &limit]).await
+            }
+        }
+        .map_err(store_error)?;
+        rows.iter().map(stored_event).collect()
+    }
+
+    async fn event(&self, topic: &str, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let client = self.reader().await?;
+        let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE topic = $1 AND event_id = $2");
+        let statement = client.prepare_cached(&sql).await.map_err(store_error)?;
+        let row = client
+            .query_opt(&statement, &[&topic, &event_id])
+            .await
+            .map_err(store_error)?;
+        row.as_ref().map(stored_event).transpose()
+    }
+
+    async fn topics(&self) -> Result<Vec<TopicSummary>, StoreError> {
+        let client = self.reader().await?;
+        let statement = client.prepare_cached(TOPICS).await.map_err(store_error)?;
+        let rows = client.query(&statement, &[]).await.map_err(store_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(TopicSummary {
+                    topic: row.try_get(0)?,
+                    events: count(row, 1)?,
+                    last_seq: count(row, 2)?,
+                })
+            })
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(store_error)
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let client = self.reader().await?;
+        let statement = client.prepare_cached(STATS).await.map_err(store_error)?;
+        let row = client
+            .query_one(&statement, &[])
+            .await
+            .map_err(store_error)?;
+        read_stats(&row).map_err(store_error)
+    }
+
+    async fn last_seq(&self) -> Result<u64, StoreError> {
+        let client = self.reader().await?;
+        let statement = client.prepare_cached(LAST_SEQ).await.map_err(store_error)?;
+        let row = client
+            .query_one(&statement, &[])
+            .await
+            .map_err(store_error)?;
+        count(&row, 0).map_err(store_error)
+    }
+
+    async fn size_bytes(&self) -> Result<u64, StoreError> {
+        let client = self.reader().await?;
+        let row = client
+            .query_one(
+                "SELECT (pg_total_relation_size('events') + pg_total_relation_size('counters')
+                         + pg_total_relation_size('topic_counts'))::int8",
+                &[],
+            )
+            .await
+            .map_err(store_error)?;
+        count(&row, 0).map_err(store_error)
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        let probe = async {
+            let client = self.reader().await?;
+            client.simple_query("SELECT 1").await.map_err(store_error)?;
+            Ok(())
+        };
+        tokio::time::timeout(CHECK_TIMEOUT, probe)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "the database did not answer within {CHECK_TIMEOUT:?}"
+                )))
+            })
+    }
+
+    fn foreign_commits(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.inner.newest.subscribe())
+    }
+}
+
+/// One append: the transaction described in the module docs.
+async fn append(
+    client: &ClientWrapper,
+    replica: i64,
+    events: &[Event],
+    received_at: CommitTime,
+) -> Result<Commit, tokio_postgres::Error> {
+    let (take_lock, last_seq, stored_copies, insert, add_counters, add_topics, notify) = tokio::try_join!(
+        client.prepare_cached(TAKE_LOCK),
+        client.prepare_cached(LAST_SEQ),
+        client.prepare_cached(STORED_COPIES),
+        client.prepare_cached(INSERT_EVENTS),
+        client.prepare_cached(ADD_COUNTERS),
+        client.prepare_cached(ADD_TOPIC_COUNTS),
+        client.prepare_cached(NOTIFY),
+    )?;
+    let topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+
+    // Round trip 1, pipelined: BEGIN and the lock, then (snapshots taken
+    // after the lock is granted) the newest seq and the stored copies.
+    let lock_params: [&(dyn ToSql + Sync); 1] = [&APPEND_LOCK];
+    let key_params: [&(dyn ToSql + Sync); 2] = [&topics, &ids];
+    // Every statement is awaited (`join!`, not `try_join!`) and the
+    // errors taken in statement order: after one fails the rest fail too
+    // ("current transaction is aborted"), and the first is the cause.
+    let (begin, lock, previous, stored) = tokio::join!(
+        client.batch_execute(BEGIN_APPEND),
+        client.execute(&take_lock, &lock_params),
+        client.query_one(&last_seq, &[]),
+        client.query(&stored_copies, &key_params),
+    );
+    begin?;
+    lock?;
+    let previous = count(&previous?, 0)?;
+    let stored = stored?;
+    let plan = Plan::new(events, previous, &stored)?;
+    let last = plan.last();
+
+    // Round trip 2, pipelined, ending in the commit. Should any statement
+    // fail, the transaction is aborted and COMMIT rolls it back.
+    let fresh = &plan.fresh;
+    let insert_params: [&(dyn ToSql + Sync); 7] = [
+        &fresh.seqs,
+        &fresh.topics,
+        &fresh.ids,
+        &fresh.timestamps,
+        &fresh.sources,
+        &fresh.payloads,
+        &received_at.0,
+    ];
+    let counters = [
+        plan.counters.received,
+        plan.counters.unique_processed,
+        plan.counters.duplicate_dropped,
+        plan.counters.conflicts,
+    ]
+    .map(to_sql);
+    let counter_params: [&(dyn ToSql + Sync); 5] = [
+        &replica,
+        &counters[0],
+        &counters[1],
+        &counters[2],
+        &counters[3],
+    ];
+    let (topic_names, topic_events, topic_last): (Vec<&str>, Vec<i64>, Vec<i64>) = plan
+        .topics
+        .iter()
+        .map(|(topic, (events, last))| (*topic, *events, *last))
+        .collect();
+    let topic_params: [&(dyn ToSql + Sync); 4] =
+        [&replica, &topic_names, &topic_events, &topic_last];
+    let payload = last.to_string();
+    let notify_params: [&(dyn ToSql + Sync); 2] = [&CHANNEL, &payload];
+    let (inserted, counted, topics_counted, notified, committed) = tokio::join!(
+        client.execute(&insert, &insert_params),
+        client.execute(&add_counters, &counter_params),
+        client.execute(&add_topics, &topic_params),
+        async {
+            if last > previous {
+                client.execute(&notify, &notify_params).await
+            } else {
+                Ok(0)
+            }
+        },
+        client.batch_execute("COMMIT"),
+    );
+    inserted?;
+    counted?;
+    topics_counted?;
+    notified?;
+    committed?;
+    Ok(Commit {
+        outcomes: plan.outcomes,
+        previous,
+        last,
+    })
+}
+
+/// What an append will do, decided under the lock from the stored copies of
+/// its keys.
+struct Plan<'a> {
+    outcomes: Vec<Outcome>,
+    fresh: Fresh<'a>,
+    counters: Counters,
+    /// Per topic: new events and the newest `seq`.
+    topics: HashMap<&'a str, (i64, i64)>,
+    previous: u64,
+}
+
+/// The new events as columns, for one `INSERT ... SELECT FROM unnest`.
+#[derive(Default)]
+struct Fresh<'a> {
+    seqs: Vec<i64>,
+    topics: Vec<&'a str>,
+    ids: Vec<&'a str>,
+    timestamps: Vec<&'a str>,
+    sources: Vec<&'a str>,
+    payloads: Vec<&'a str>,
+}
+
+impl<'a> Plan<'a> {
+    /// Classifies each event as SQLite's append does: the first copy of a
+    /// key wins, whether it is stored already or earlier in this batch; a
+    /// later copy is a duplicate, and also a conflict when its content
+    /// differs. New keys get `previous + 1, previous + 2, ...` in order.
+    fn new(
+        events: &'a [Event],
+        previous: u64,
+        stored: &[Row],
+    ) -> Result<Self, tokio_postgres::Error> {
+        let mut copies: HashMap<(&str, &str), (&str, &str, &str)> =
+            HashMap::with_capacity(stored.len());
+        for row in stored {
+            copies.insert(
+                (row.try_get(0)?, row.try_get(1)?),
+                (row.try_get(2)?, row.try_get(3)?, row.try_get(4)?),
+            );
+        }
+        let mut first_in_batch: HashMap<(&str, &str), &Event> = HashMap::new();
+        let mut plan = Plan {
+            outcomes: Vec::with_capacity(events.len()),
+            fresh: Fresh::default(),
+            counters: Counters {
+                received: events.len() as u64,
+                ..Counters::default()
+            },
+            topics: HashMap::new(),
+            previous,
+        };
+        for event in events {
+            let key = (event.topic.as_str(), event.event_id.as_str());
+            let same = if let Some(&(timestamp, source, payload)) = copies.get(&key) {
+                event.same_content(timestamp, source, payload)
+            } else if let Some(first) = first_in_batch.get(&key) {
+                event.same_content(&first.timestamp, &first.source, first.payload.get())
+            } else {
+                first_in_batch.insert(key, event);
+                let seq = plan.push_fresh(event);
+                plan.outcomes.push(Outcome::Stored { seq });
+                continue;
+            };
+            plan.counters.duplicate_dropped += 1;
+            plan.outcomes.push(if same {
+                Outcome::Duplicate
+            } else {
+                plan.counters.conflicts += 1;
+                Outcome::Conflict
+            });
+        }
+        Ok(plan)
+    }
+
+    fn push_fresh(&mut self, event: &'a Event) -> u64 {
+        self.counters.unique_processed += 1;
+        let seq = self.previous + self.counters.unique_processed;
+        let fresh = &mut self.fresh;
+        fresh.seqs.push(to_sql(seq));
+        fresh.topics.push(event.topic.as_str());
+        fresh.ids.push(event.event_id.as_str());
+        fresh.timestamps.push(&event.timestamp);
+        fresh.sources.push(&event.source);
+        fresh.payloads.push(event.payload.get());
+        let entry = self.topics.entry(event.topic.as_str()).or_default();
+        entry.0 += 1;
+        entry.1 = to_sql(seq);
+        seq
+    }
+
+    fn last(&self) -> u64 {
+        self.previous + self.counters.unique_processed
+    }
+}
+
+/// Follows the commit notifications until the store is dropped (which
+/// aborts this task), reconnecting whenever the connection is lost.
+async fn listen(config: tokio_postgres::Config, newest: Arc<watch::Sender<u64>>) {
+    let mut backoff = LISTEN_RETRY.0;
+    loop {
+        let error = follow_commits(&config, &newest, &mut backoff).await;
+        tracing::warn!(
+            error = &error as &dyn std::error::Error,
+            retry_in = ?backoff,
+            "lost the connection that follows other replicas' commits; reconnecting"
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(LISTEN_RETRY.1);
+    }
+}
+
+/// One LISTEN connection's life: returns why it ended. Resets `backoff`
+/// once listening.
+async fn follow_commits(
+    config: &tokio_postgres::Config,
+    newest: &watch::Sender<u64>,
+    backoff: &mut Duration,
+) -> StoreError {
+    let (client, mut connection) = match config.connect(NoTls).await {
+        Ok(connected) => connected,
+        Err(error) => return store_error(error),
+    };
+    // Driving the connection yields the notifications.
+    let notifications = async {
+        loop {
+            match poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(notification))) => {
+                    match notification.payload().parse::<u64>() {
+                        Ok(seq) => advance(newest, seq),
+                        Err(_) => tracing::warn!(
+                            payload = notification.payload(),
+                            "ignoring a notification on {CHANNEL} that is not a seq"
+                        ),
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => return store_error(error),
+                None => {
+                    return StoreError::Unavailable("the LISTEN connection closed".to_owned());
+                }
+            }
+        }
+    };
+    let refresh = async {
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await
+            .map_err(store_error)?;
+        *backoff = LISTEN_RETRY.0;
+        loop {
+            // Also right after LISTEN: commits made while this connection
+            // was not listening were never notified to it.
+            let row = client.query_one(LAST_SEQ, &[]).await.map_err(store_error)?;
+            advance(newest, count(&row, 0).map_err(store_error)?);
+            tokio::time::sleep(LISTEN_REFRESH).await;
+        }
+    };
+    tokio::select! {
+        error = notifications => error,
+        result = refresh => {
+            let Err(error): Result<std::convert::Infallible, StoreError> = result;
+            error
+        }
+    }
+}
+
+fn advance(newest: &watch::Sender<u64>, seq: u64) {
+    newest.send_if_modified(|current| {
+        let moved = seq > *current;
+        *current = (*current).max(seq);
+        moved
+    });
+}
+
+fn read_stats(row: &Row) -> Result<StoreStats, tokio_postgres::Error> {
+    let names: Option<Vec<String>> = row.try_get(5)?;
+    let events: Option<Vec<i64>> = row.try_get(6)?;
+    let last: Option<Vec<i64>> = row.try_get(7)?;
+    let topics = names
+        .unwrap_or_default()
+        .into_iter()
+        .zip(events.unwrap_or_default())
+        .zip(last.unwrap_or_default())
+        .map(|((topic, events), last_seq)| TopicSummary {
+            topic,
+            events: from_sql(events),
+            last_seq: from_sql(last_seq),
+        })
+        .collect();
+    Ok(StoreStats {
+        counters: Counters {
+            received: count(row, 0)?,
+            unique_processed: count(row, 1)?,
+            duplicate_dropped: count(row, 2)?,
+            conflicts: count(row, 3)?,
+        },
+        topics,
+        last_seq: count(row, 4)?,
+    })
+}
+
+fn stored_event(row: &Row) -> Result<StoredEvent, StoreError> {
+    let read = || -> Result<StoredEvent, Box<dyn std::error::Error + Send + Sync>> {
+        let payload: String = row.try_get(5)?;
+        Ok(StoredEvent {
+            seq: count(row, 0)?,
+            topic: row.try_get(1)?,
+            event_id: row.try_get(2)?,
+            timestamp: row.try_get(3)?,
+            source: row.try_get(4)?,
+            payload: RawValue::from_string(payload)?,
+            received_at: CommitTime(row.try_get(6)?).to_rfc3339(),
+        })
+    };
+    read().map_err(StoreError::Database)
+}
+
+/// Reads a count or `seq` column, which this module only ever writes as a
+/// non-negative `int8`.
+fn count(row: &Row, index: usize) -> Result<u64, tokio_postgres::Error> {
+    row.try_get::<_, i64>(index).map(from_sql)
+}
+
+fn from_sql(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// Clamps a count or a client-supplied `seq` into `int8`.
+fn to_sql(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn pool_error(error: PoolError) -> StoreError {
+    match error {
+        PoolError::Backend(error) => store_error(error),
+        PoolError::Timeout(kind) => StoreError::Unavailable(format!(
+            "no database connection within the pool's {kind:?} timeout"
+        )),
+        PoolError::Closed => StoreError::Unavailable("the connection pool is closed".to_owned()),
+        other => StoreError::Database(Box::new(other)),
+    }
+}
+
+/// Sorts a driver error: the server cannot be reached or is restarting
+/// (worth a retry: 503), the disk is full, or anything else.
+fn store_error(error: tokio_postgres::Error) -> StoreError {
+    if let Some(db) = error.as_db_error() {
+        let code = db.code();
+        if *code == SqlState::DISK_FULL {
+            return StoreError::DiskFull;
+        }
+        let unavailable = code.code().starts_with("08") // connection exception
+            || code.code().starts_with("28") // authorization, on reconnect
+            || [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::TOO_MANY_CONNECTIONS,
+                // The append lock stayed taken past `lock_timeout`.
+                SqlState::LOCK_NOT_AVAILABLE,
+                SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+                // A primary that became a standby (failover).
+                SqlState::READ_ONLY_SQL_TRANSACTION,
+            ]
+            .contains(code);
+        let reason = format!("{} {}: {}", db.severity(), code.code(), db.message());
+        if unavailable {
+            return StoreError::Unavailable(reason);
+        }
+        // The message carries the server's words: they are what an
+        // operator needs in the log line, and `db error` alone says nothing.
+        return StoreError::Database(reason.into());
+    }
+    let io = std::error::Error::source(&error).is_some_and(|source| source.is::<std::io::Error>());
+    if error.is_closed() || io || error.to_string() == "timeout waiting for server" {
+        let reason = match std::error::Error::source(&error) {
+            Some(source) => format!("{error}: {source}"),
+            None => error.to_string(),
+        };
+        return StoreError::Unavailable(reason);
+    }
+    StoreError::Database(Box::new(error))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_show_without_their_password() {
+        let url = PostgresUrl::parse("postgres://logagg:s3cret@db.example:6543/events")
+            .expect("valid URL");
+        assert_eq!(url.to_string(), "postgres://logagg@db.example:6543/events");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        assert!(PostgresUrl::parse("postgres://x:y@host:notaport/db").is_err());
+    }
+}

@@ -1,0 +1,456 @@
+//! The store contract (the module docs of `src/store/mod.rs`), checked
+//! against every store through the `Store` trait: the embedded SQLite store
+//! and PostgreSQL (a real server, see [`crate::postgres`]). Each check is
+//! written once, as an `async fn(Fixture)`, and [`contract_tests!`] makes
+//! one test per store of it, so a failure names its store
+//! (`store_contract::postgres::...`). [`model`] checks whole servers against
+//! an in-memory model of the design, on both stores too.
+
+mod model;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::dedup::counters;
+use logagg::event::{Event, FieldLimits, WireEvent};
+use logagg::store::{
+    self, Commit, CommitTime, EventQuery, Outcome, Store, StoreConfig, StoreError, StoreLocation,
+    SyncMode,
+};
+
+#[cfg(feature = "postgres")]
+use crate::postgres::Postgres;
+
+/// The stores the contract is checked on.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Sqlite,
+    #[cfg(feature = "postgres")]
+    Postgres,
+}
+
+/// One test's store: where it lives, to open it as often as the test needs.
+pub struct Fixture {
+    dir: tempfile::TempDir,
+    location: StoreLocation,
+    /// The cluster and database name, for PostgreSQL.
+    #[cfg(feature = "postgres")]
+    database: Option<(&'static Postgres, String)>,
+}
+
+impl Fixture {
+    /// A fresh, empty store on `backend`, or `None` (after saying why) when
+    /// that store cannot run here.
+    #[cfg_attr(
+        not(feature = "postgres"),
+        expect(unused_variables, reason = "only PostgreSQL can be missing")
+    )]
+    pub async fn new(backend: Backend, test: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        match backend {
+            Backend::Sqlite => Some(Self {
+                dir,
+                location: StoreLocation::Embedded,
+                #[cfg(feature = "postgres")]
+                database: None,
+            }),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => {
+                let postgres = Postgres::shared(test)?;
+                let database = postgres.database().await;
+                Some(Self {
+                    dir,
+                    location: StoreLocation::parse(&database.url).expect("a valid URL"),
+                    database: Some((postgres, database.name)),
+                })
+            }
+        }
+    }
+
+    pub fn location(&self) -> StoreLocation {
+        self.location.clone()
+    }
+
+    fn config(&self) -> StoreConfig {
+        StoreConfig {
+            location: self.location(),
+            data_dir: self.dir.path().to_path_buf(),
+            sync: SyncMode::Full,
+            pool_size: 4.try_into().expect("non-zero"),
+        }
+    }
+
+    pub async fn try_open(&self) -> Result<Arc<dyn Store>, StoreError> {
+        tokio::time::timeout(Duration::from_secs(30), store::open(&self.config()))
+            .await
+            .expect("the store opens in time")
+    }
+
+    pub async fn open(&self) -> Arc<dyn Store> {
+        self.try_open().await.expect("the store opens")
+    }
+
+    /// Writes `version` as the store's schema version, as a newer build
+    /// would have.
+    async fn set_schema_version(&self, version: i64) {
+        #[cfg(feature = "postgres")]
+        if let Some((postgres, name)) = &self.database {
+            postgres
+                .execute(
+                    name,
+                    &format!("UPDATE logagg_schema SET version = {version}"),
+                )
+                .await;
+            return;
+        }
+        let db = rusqlite::Connection::open(self.dir.path().join("logagg.db")).expect("open db");
+        db.pragma_update(None, "user_version", version)
+            .expect("set user_version");
+    }
+}
+
+/// One `#[tokio::test]` per store for each contract check.
+macro_rules! contract_tests {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    if let Some(fixture) =
+                        super::Fixture::new(super::Backend::Sqlite, stringify!($check)).await
+                    {
+                        super::$check(fixture).await;
+                    }
+                }
+            )*
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    if let Some(fixture) =
+                        super::Fixture::new(super::Backend::Postgres, stringify!($check)).await
+                    {
+                        super::$check(fixture).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+
+contract_tests!(
+    an_append_classifies_new_duplicate_and_conflicting_events,
+    a_copy_of_a_stored_key_is_checked_against_the_stored_copy,
+    a_commit_of_only_duplicates_stores_nothing_and_keeps_the_range,
+    reopening_keeps_events_counters_and_the_seq_range,
+    events_page_by_seq_and_topic_and_come_back_as_sent,
+    topics_are_listed_in_byte_order_with_counts_and_newest_seq,
+    stats_are_one_snapshot_while_appends_commit,
+    a_newer_schema_is_refused_with_a_clear_message,
+    the_store_reports_its_health_and_size,
+);
+
+fn event(topic: &str, id: &str, payload: &str) -> Event {
+    let json = format!(
+        r#"{{"topic":"{topic}","event_id":"{id}","timestamp":"2025-01-01T00:00:00Z","source":"s","payload":{payload}}}"#
+    );
+    let wire: WireEvent<'_> = serde_json::from_str(&json).expect("test JSON");
+    Event::from_wire(&wire, 0, &FieldLimits::default()).expect("valid test event")
+}
+
+fn batch(events: &[Event]) -> Arc<[Event]> {
+    events.to_vec().into()
+}
+
+async fn append(store: &dyn Store, events: &[Event]) -> Commit {
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        store.append(batch(events), CommitTime(0)),
+    )
+    .await
+    .expect("append finishes in time")
+    .expect("append")
+}
+
+async fn an_append_classifies_new_duplicate_and_conflicting_events(fixture: Fixture) {
+    let store = fixture.open().await;
+    let (a, a_again, a_changed, b) = (
+        event("t", "1", "{}"),
+        event("t", "1", "{ }"),
+        event("t", "1", r#"{"x":1}"#),
+        event("u", "1", "{}"),
+    );
+    let commit = append(store.as_ref(), &[a, a_again, a_changed, b]).await;
+    assert_eq!(
+        commit,
+        Commit {
+            outcomes: vec![
+                Outcome::Stored { seq: 1 },
+                Outcome::Duplicate,
+                Outcome::Conflict,
+                Outcome::Stored { seq: 2 }
+            ],
+            previous: 0,
+            last: 2,
+        }
+    );
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(stats.counters, counters(4, 2, 2, 1));
+    assert_eq!(stats.last_seq, 2);
+    let topics: Vec<_> = stats
+        .topics
+        .iter()
+        .map(|t| (t.topic.as_str(), t.events, t.last_seq))
+        .collect();
+    assert_eq!(topics, [("t", 1, 1), ("u", 1, 2)]);
+}
+
+async fn a_copy_of_a_stored_key_is_checked_against_the_stored_copy(fixture: Fixture) {
+    let store = fixture.open().await;
+    append(store.as_ref(), &[event("t", "1", r#"{"v":1}"#)]).await;
+    // Later copies compare with the stored copy, not with each other: the
+    // first here conflicts, the second (same as stored) does not, even
+    // though it differs from the copy before it.
+    let commit = append(
+        store.as_ref(),
+        &[
+            event("t", "1", r#"{"v":2}"#),
+            event("t", "1", r#"{ "v" : 1 }"#),
+            event("t", "2", "{}"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (commit.outcomes, commit.previous, commit.last),
+        (
+            vec![
+                Outcome::Conflict,
+                Outcome::Duplicate,
+                Outcome::Stored { seq: 2 }
+            ],
+            1,
+            2
+        )
+    );
+    let stored = store.event("t", "1").await.expect("read").expect("stored");
+    assert_eq!(stored.payload.get(), r#"{"v":1}"#, "the first copy wins");
+    assert_eq!(
+        store.stats().await.expect("stats").counters,
+        counters(4, 2, 2, 1)
+    );
+}
+
+async fn a_commit_of_only_duplicates_stores_nothing_and_keeps_the_range(fixture: Fixture) {
+    let store = fixture.open().await;
+    append(
+        store.as_ref(),
+        &[event("t", "1", "{}"), event("t", "2", "{}")],
+    )
+    .await;
+    let commit = append(
+        store.as_ref(),
+        &[event("t", "2", "{}"), event("t", "1", "{}")],
+    )
+    .await;
+    assert_eq!(
+        commit,
+        Commit {
+            outcomes: vec![Outcome::Duplicate, Outcome::Duplicate],
+            previous: 2,
+            last: 2,
+        }
+    );
+    assert_eq!(store.last_seq().await.expect("last seq"), 2);
+    assert_eq!(
+        store.stats().await.expect("stats").counters,
+        counters(4, 2, 2, 0)
+    );
+}
+
+async fn reopening_keeps_events_counters_and_the_seq_range(fixture: Fixture) {
+    {
+        let store = fixture.open().await;
+        append(store.as_ref(), &[event("t", "1", "{}")]).await;
+    }
+    let store = fixture.open().await;
+    let commit = append(
+        store.as_ref(),
+        &[event("t", "1", "{}"), event("t", "2", "{}")],
+    )
+    .await;
+    assert_eq!(
+        (commit.outcomes, commit.previous, commit.last),
+        (vec![Outcome::Duplicate, Outcome::Stored { seq: 2 }], 1, 2)
+    );
+    assert_eq!(store.last_seq().await.expect("last seq"), 2);
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(stats.counters, counters(3, 2, 1, 0));
+    assert_eq!(
+        (
+            stats.topics.len(),
+            stats.topics[0].events,
+            stats.topics[0].last_seq
+        ),
+        (1, 2, 2)
+    );
+}
+
+async fn events_page_by_seq_and_topic_and_come_back_as_sent(fixture: Fixture) {
+    let store = fixture.open().await;
+    let payload = r#"{ "text" : "日本語 🎉", "n": 12345678901234567890, "f": 2.50 }"#;
+    let events: Vec<Event> = (1..=6)
+        .map(|i| {
+            let topic = if i % 2 == 0 { "even" } else { "odd" };
+            event(topic, &i.to_string(), payload)
+        })
+        .collect();
+    store
+        .append(batch(&events), CommitTime(1_234))
+        .await
+        .expect("append");
+
+    let page = |topic: Option<&str>, after, limit| {
+        let store = Arc::clone(&store);
+        let topic = topic.map(str::to_owned);
+        async move {
+            store
+                .events(EventQuery {
+                    topic,
+                    after,
+                    limit,
+                })
+                .await
+                .expect("events")
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(None, 0, 4).await, [1, 2, 3, 4]);
+    assert_eq!(page(None, 4, 4).await, [5, 6]);
+    assert_eq!(page(Some("even"), 2, 10).await, [4, 6]);
+    assert_eq!(page(Some("odd"), 0, 1).await, [1]);
+    assert_eq!(page(Some("none"), 0, 10).await, Vec::<u64>::new());
+    assert_eq!(page(None, u64::MAX, 10).await, Vec::<u64>::new());
+
+    let stored = store
+        .event("odd", "3")
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(
+        (
+            stored.seq,
+            stored.topic.as_str(),
+            stored.event_id.as_str(),
+            stored.timestamp.as_str(),
+            stored.source.as_str(),
+            stored.payload.get(),
+            stored.received_at.as_str(),
+        ),
+        (
+            3,
+            "odd",
+            "3",
+            "2025-01-01T00:00:00Z",
+            "s",
+            payload,
+            "1970-01-01T00:00:01.234Z"
+        )
+    );
+    assert!(store.event("odd", "2").await.expect("read").is_none());
+}
+
+async fn topics_are_listed_in_byte_order_with_counts_and_newest_seq(fixture: Fixture) {
+    let store = fixture.open().await;
+    let names = ["b", "a", "B", "é", "a.b", "a", "b"];
+    let events: Vec<Event> = names
+        .iter()
+        .enumerate()
+        .map(|(i, topic)| event(topic, &i.to_string(), "{}"))
+        .collect();
+    append(store.as_ref(), &events).await;
+    let topics: Vec<_> = store
+        .topics()
+        .await
+        .expect("topics")
+        .into_iter()
+        .map(|t| (t.topic, t.events, t.last_seq))
+        .collect();
+    let expected = [
+        ("B", 1, 3),
+        ("a", 2, 6),
+        ("a.b", 1, 5),
+        ("b", 2, 7),
+        ("é", 1, 4),
+    ];
+    assert_eq!(
+        topics,
+        expected.map(|(topic, events, last)| (topic.to_owned(), events, last))
+    );
+}
+
+async fn stats_are_one_snapshot_while_appends_commit(fixture: Fixture) {
+    let store = fixture.open().await;
+    let writer = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            for round in 0..150 {
+                let events: Vec<Event> = (0..6)
+                    .map(|i| {
+                        // Every other event repeats one of the round before.
+                        let id = if i % 2 == 0 {
+                            round * 6 + i
+                        } else {
+                            round.max(1) * 6 - i
+                        };
+                        event(&format!("s.{}", i % 3), &id.to_string(), "{}")
+                    })
+                    .collect();
+                append(store.as_ref(), &events).await;
+            }
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() || reads == 0 {
+        let stats = store.stats().await.expect("stats");
+        let c = &stats.counters;
+        assert_eq!(
+            c.received,
+            c.unique_processed + c.duplicate_dropped,
+            "{stats:?}"
+        );
+        assert_eq!(c.unique_processed, stats.last_seq, "{stats:?}");
+        let per_topic: u64 = stats.topics.iter().map(|t| t.events).sum();
+        assert_eq!(per_topic, c.unique_processed, "{stats:?}");
+        reads += 1;
+    }
+    writer.await.expect("writer did not panic");
+    assert!(reads > 1, "stats were read while appends ran");
+}
+
+async fn a_newer_schema_is_refused_with_a_clear_message(fixture: Fixture) {
+    drop(fixture.open().await);
+    fixture.set_schema_version(99).await;
+    let error = match fixture.try_open().await {
+        Ok(_) => panic!("a store with a newer schema opened"),
+        Err(error) => error,
+    };
+    assert!(
+        matches!(error, StoreError::SchemaTooNew { found: 99, .. }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("newer than this build"),
+        "{error}"
+    );
+}
+
+async fn the_store_reports_its_health_and_size(fixture: Fixture) {
+    let store = fixture.open().await;
+    store.check().await.expect("a fresh store is healthy");
+    append(store.as_ref(), &[event("t", "1", "{}")]).await;
+    assert!(store.size_bytes().await.expect("size") > 0);
+}
