@@ -23,7 +23,7 @@ use crate::config::ServeConfig;
 use crate::http::{self, AppState};
 use crate::ingest::{Ingest, consumer};
 use crate::metrics::Metrics;
-use crate::store::{SqliteStore, Store};
+use crate::store::{SqliteStore, Store, StoreError};
 use crate::tail::{Tail, TailLimits};
 
 /// How long shutdown waits, in all, for in-flight requests and then for the
@@ -70,15 +70,17 @@ impl Server {
     /// See [`run`].
     pub async fn bind(config: &ServeConfig) -> anyhow::Result<Self> {
         config.validate()?;
-        let (data_dir, sync) = (config.data_dir.clone(), config.sync);
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir, sync))
+        let (data_dir, options) = (config.data_dir.clone(), config.store_options());
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir, &options))
             .await
             .context("opening the store")?
-            .with_context(|| {
-                format!(
+            .map_err(|error| match error {
+                // Its message says what to do.
+                StoreError::NeedsMigration { .. } => anyhow::Error::new(error),
+                other => anyhow::Error::new(other).context(format!(
                     "opening the store in {} (check --data-dir and its permissions)",
                     config.data_dir.display()
-                )
+                )),
             })?;
         let store: Arc<dyn Store> = Arc::new(store);
         let last_seq = store.last_seq().await.context("reading the newest seq")?;

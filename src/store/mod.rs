@@ -13,9 +13,11 @@
 //!   transaction is committed with the configured durability; one call is
 //!   one transaction, all or nothing.
 //! - **Exact dedup.** The `(topic, event_id)` uniqueness is decided against
-//!   durable state, never against a cache that could have forgotten a key;
-//!   an in-memory index may speed lookups up but every hit is verified
-//!   against the stored key.
+//!   durable state, never against a cache that could have forgotten a key.
+//!   An in-memory index may speed lookups up, but every hit is verified
+//!   against the stored key, and a miss counts as "new" only when the index
+//!   provably holds every stored key (built from durable state at open,
+//!   checked against a durable count, updated only after a commit).
 //! - **Commit-ordered `seq`.** Each stored event gets a `seq` larger than
 //!   every `seq` committed before it, so a reader that has seen `seq = c`
 //!   never later finds an event with `seq < c` appear. [`Commit`] reports
@@ -30,6 +32,7 @@
 //! work on the blocking pool, within a bound of its own, so callers never
 //! block the runtime and never need `spawn_blocking` themselves.
 
+mod keydir;
 mod sqlite;
 
 use std::path::PathBuf;
@@ -42,7 +45,7 @@ use tokio::sync::watch;
 pub use crate::api::{Counters, TopicSummary};
 use crate::event::Event;
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{SNAPSHOT_KEYS_DEFAULT, SqliteOptions, SqliteStore};
 
 /// How hard a commit works to survive power loss. Process crashes lose nothing
 /// acknowledged under either mode.
@@ -171,6 +174,12 @@ pub enum StoreError {
     },
     #[error("store schema version {found} is newer than this build supports ({supported})")]
     SchemaTooNew { found: i64, supported: i64 },
+    /// An older schema that this build converts only on request.
+    #[error(
+        "the store in {data_dir} has schema version {found}, which this build converts but does not open; run `logagg migrate --data-dir {data_dir}` with the server stopped, then start it again",
+        data_dir = .data_dir.display()
+    )]
+    NeedsMigration { data_dir: PathBuf, found: i64 },
     #[error("disk is full")]
     DiskFull,
     /// The store cannot be reached right now (a database server that is
