@@ -81,9 +81,9 @@ pub struct ServeConfig {
     #[arg(long, env = "LOGAGG_KEEP_ALIVE", default_value = "15s", value_parser = parse_positive_duration)]
     pub keep_alive: Duration,
 
-    /// New keys between two snapshots of the in-memory dedup index; a
-    /// restart loads the snapshot and replays at most about this many keys
-    /// from the database.
+    /// New keys between two snapshots of the in-memory dedup index, at the
+    /// least (a snapshot also waits for the keys to grow by an eighth). A
+    /// restart loads the latest snapshot and replays the keys after it.
     #[arg(long, env = "LOGAGG_INDEX_SNAPSHOT_KEYS", default_value_t = SNAPSHOT_KEYS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
     pub index_snapshot_keys: u64,
 

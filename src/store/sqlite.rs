@@ -137,11 +137,15 @@ const SNAPSHOT_FILE: &str = "keydir.snapshot";
 /// million here, on top of reading the snapshot).
 pub const SNAPSHOT_KEYS_DEFAULT: u64 = 1_000_000;
 
+/// A snapshot waits for the keys to grow by at least 1/this.
+const SNAPSHOT_GROWTH_DIVISOR: u64 = 8;
+
 /// How [`SqliteStore::open`] sets the store up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SqliteOptions {
     pub sync: SyncMode,
-    /// New keys between two snapshots of the keydir (at least 1).
+    /// New keys between two snapshots of the keydir (at least 1), at the
+    /// least: a snapshot also waits for the keys to grow by an eighth.
     pub snapshot_keys: u64,
     /// Bits of each key hash the keydir keeps, 1 to 64. Fewer bits make
     /// keys collide (each collision costs a read, never an answer), which
@@ -332,9 +336,17 @@ impl Inner {
     }
 
     /// Starts a snapshot of the keydir when enough keys were added since
-    /// the last one began and none is being written.
+    /// the last one began and none is being written. Enough is
+    /// [`SqliteOptions::snapshot_keys`], and at least an eighth of the keys
+    /// the last one held: a snapshot costs ~13 bytes per key held, so this
+    /// bounds what snapshots write per new key (~100 bytes) however large
+    /// the store grows, and a restart replays at most ~1/9 of the keys.
     fn snapshot_if_due(&self, writer: &mut Writer) {
-        if writer.keys - writer.keys_at_snapshot < self.options.snapshot_keys {
+        let interval = self
+            .options
+            .snapshot_keys
+            .max(writer.keys_at_snapshot / SNAPSHOT_GROWTH_DIVISOR);
+        if writer.keys - writer.keys_at_snapshot < interval {
             return;
         }
         let mut running = self.snapshot.lock().expect("snapshot lock");
@@ -1017,6 +1029,11 @@ struct Appended {
 /// commit and, through the keydir, the stored ones; append the new ones
 /// with their keys; update the per-topic and global counters.
 /// `(last_seq, keys)` is the committed state it starts from.
+///
+/// Classifying needs nothing this transaction writes (repeats within it are
+/// found in memory, earlier keys in committed rows), so the whole batch is
+/// classified first and the new events are then inserted many rows per
+/// statement.
 fn append(
     conn: &mut Connection,
     keydir: &RwLock<KeyDir>,
@@ -1029,13 +1046,12 @@ fn append(
     // the transaction fail half-way with SQLITE_BUSY.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(events.len());
-    let mut new_keys = Vec::new();
+    // The events to store: index in `events`, and hash.
+    let mut fresh: Vec<(usize, u64)> = Vec::new();
     // This commit's stored keys, by their full text: the first copy's index.
-    let mut in_commit: HashMap<(&str, &str), usize> = HashMap::new();
-    let mut topics: HashMap<&str, (u64, u64)> = HashMap::new();
+    let mut in_commit: HashMap<(&str, &str), usize, FastHash> = HashMap::default();
+    let mut topics: HashMap<&str, (u64, u64), FastHash> = HashMap::default();
     {
-        let mut insert_event = tx.prepare_cached(INSERT_EVENT)?;
-        let mut insert_key = tx.prepare_cached(INSERT_KEY)?;
         let mut stored_key = tx.prepare_cached(SELECT_STORED_KEY)?;
         let keydir = keydir.read().expect("keydir lock");
         for (index, event) in events.iter().enumerate() {
@@ -1051,24 +1067,17 @@ fn append(
                 outcomes.push(repeat(same));
                 continue;
             }
-            let seq = last_seq + new_keys.len() as u64 + 1;
-            insert_event.execute(params![
-                to_sql(seq),
-                key.0,
-                key.1,
-                event.timestamp,
-                event.source,
-                event.payload.get(),
-                received_at.0,
-            ])?;
-            insert_key.execute(params![to_sql(seq), hash as i64])?;
             in_commit.insert(key, index);
-            new_keys.push((hash, seq));
+            fresh.push((index, hash));
+            let seq = last_seq + fresh.len() as u64;
             let entry = topics.entry(key.0).or_default();
             entry.0 += 1;
             entry.1 = seq;
             outcomes.push(Outcome::Stored { seq });
         }
+    }
+    insert_fresh(&tx, events, &fresh, last_seq, received_at)?;
+    {
         let mut upsert_topic = tx.prepare_cached(
             "INSERT INTO topics (topic, events, last_seq) VALUES (?1, ?2, ?3)
              ON CONFLICT (topic) DO UPDATE SET
@@ -1077,7 +1086,7 @@ fn append(
         for (topic, (count, last_seq)) in &topics {
             upsert_topic.execute(params![topic, to_sql(*count), to_sql(*last_seq)])?;
         }
-        let unique = new_keys.len() as u64;
+        let unique = fresh.len() as u64;
         let conflicts = outcomes
             .iter()
             .filter(|o| matches!(o, Outcome::Conflict))
@@ -1101,7 +1110,98 @@ fn append(
         ])?;
     }
     tx.commit()?;
+    let new_keys = (last_seq + 1..)
+        .zip(&fresh)
+        .map(|(seq, &(_, hash))| (hash, seq))
+        .collect();
     Ok(Appended { outcomes, new_keys })
+}
+
+/// Hashing for the maps of one commit: fast, seeded per process, never
+/// persisted.
+type FastHash = foldhash::fast::RandomState;
+
+/// Rows per multi-row `INSERT`: SQLite then keeps its cursors open from row
+/// to row instead of seeking from the root for each.
+const ROWS_PER_INSERT: usize = 64;
+
+/// Inserts the `fresh` events and their keys, `seq` from `last_seq + 1` on:
+/// full chunks of [`ROWS_PER_INSERT`] rows per statement, the rest one by
+/// one.
+fn insert_fresh(
+    tx: &rusqlite::Transaction<'_>,
+    events: &[Event],
+    fresh: &[(usize, u64)],
+    last_seq: u64,
+    received_at: CommitTime,
+) -> rusqlite::Result<()> {
+    let rows = (last_seq + 1..)
+        .zip(fresh)
+        .map(|(seq, &(index, hash))| Row {
+            seq,
+            event: &events[index],
+            hash,
+            received_at,
+        });
+    let full = fresh.len() - fresh.len() % ROWS_PER_INSERT;
+    let mut insert_events = tx.prepare_cached(&multi_row(INSERT_EVENT, ROWS_PER_INSERT))?;
+    let mut insert_keys = tx.prepare_cached(&multi_row(INSERT_KEY, ROWS_PER_INSERT))?;
+    let mut insert_event = tx.prepare_cached(INSERT_EVENT)?;
+    let mut insert_key = tx.prepare_cached(INSERT_KEY)?;
+    for (position, row) in rows.enumerate() {
+        if position < full {
+            let offset = position % ROWS_PER_INSERT;
+            row.bind(&mut insert_events, &mut insert_keys, offset)?;
+            if offset == ROWS_PER_INSERT - 1 {
+                insert_events.raw_execute()?;
+                insert_keys.raw_execute()?;
+            }
+        } else {
+            row.bind(&mut insert_event, &mut insert_key, 0)?;
+            insert_event.raw_execute()?;
+            insert_key.raw_execute()?;
+        }
+    }
+    Ok(())
+}
+
+/// One new event's row in `events` and in `keys`.
+struct Row<'a> {
+    seq: u64,
+    event: &'a Event,
+    hash: u64,
+    received_at: CommitTime,
+}
+
+impl Row<'_> {
+    /// Binds this row as the `offset`-th row of the two inserts.
+    fn bind(
+        &self,
+        insert_event: &mut rusqlite::Statement<'_>,
+        insert_key: &mut rusqlite::Statement<'_>,
+        offset: usize,
+    ) -> rusqlite::Result<()> {
+        let (at, seq) = (offset * 7, to_sql(self.seq));
+        insert_event.raw_bind_parameter(at + 1, seq)?;
+        insert_event.raw_bind_parameter(at + 2, self.event.topic.as_str())?;
+        insert_event.raw_bind_parameter(at + 3, self.event.event_id.as_str())?;
+        insert_event.raw_bind_parameter(at + 4, self.event.timestamp.as_str())?;
+        insert_event.raw_bind_parameter(at + 5, self.event.source.as_str())?;
+        insert_event.raw_bind_parameter(at + 6, self.event.payload.get())?;
+        insert_event.raw_bind_parameter(at + 7, self.received_at.0)?;
+        insert_key.raw_bind_parameter(offset * 2 + 1, seq)?;
+        insert_key.raw_bind_parameter(offset * 2 + 2, self.hash as i64)?;
+        Ok(())
+    }
+}
+
+/// `insert` (an `INSERT ... VALUES (?1, ..., ?n)`) for `rows` rows, with
+/// anonymous parameters numbered in order.
+fn multi_row(insert: &str, rows: usize) -> String {
+    let (head, values) = insert.split_once("VALUES").expect("an INSERT with VALUES");
+    let columns = values.matches('?').count();
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    format!("{head}VALUES {}", vec![row; rows].join(", "))
 }
 
 /// A later copy of a stored key: a duplicate, and a conflict too when its
