@@ -20,9 +20,10 @@
 //!   tail. Its module docs hold the protocol and the guarantees.
 //! - [`tail`]: the newest committed `seq` that subscribers wait on, and the
 //!   recent commits framed as Server-Sent Events for them.
-//! - [`store`]: the `Store` trait and its SQLite implementation; the unique
-//!   constraint on `(topic, event_id)` is the dedup set, and counters are
-//!   committed with the events.
+//! - [`store`]: the `Store` trait and its SQLite implementation, which
+//!   appends events by `seq` and dedups through an in-memory index of
+//!   every stored key's hash (the keydir), each hit verified against the
+//!   stored row; counters are committed with the events.
 //! - [`metrics`]: Prometheus metrics, one struct per server.
 //! - [`config`]: `ServeConfig`, every server setting as a flag with a
 //!   `LOGAGG_*` environment variable.

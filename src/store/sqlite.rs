@@ -227,8 +227,8 @@ impl SqliteStore {
         let hasher = KeyHasher::new(read_hash_key(&conn).map_err(|e| open_error(e.into()))?);
         let durable = DurableKeys::read(&conn).map_err(database_error)?;
         let snapshot_path = data_dir.join(SNAPSHOT_FILE);
-        let (keydir, replayed) = load_keydir(&conn, &snapshot_path, &hasher, options, &durable)
-            .map_err(|e| open_error(e.into()))?;
+        let (keydir, replayed) =
+            load_keydir(&conn, &snapshot_path, &hasher, options, &durable).map_err(open_error)?;
         let writer = Writer {
             conn,
             last_seq: durable.last_seq,
@@ -489,7 +489,7 @@ impl SqliteStore {
         if !path.exists() {
             return Err(fail("there is no store here".into()));
         }
-        let version = release_old(&path).map_err(|e| fail(e.into()))?;
+        let version = release_old(&path).map_err(fail)?;
         if version == SCHEMA_VERSION {
             return Ok(Migration {
                 from_version: version,
@@ -1702,12 +1702,9 @@ mod tests {
             .map(|&(topic, id)| (TOPICS[topic].to_owned(), id.to_string()))
             .collect();
         prop_assert_eq!(keys, expected);
-        for topic in 0..TOPICS.len() {
+        for (topic, name) in TOPICS.iter().enumerate() {
             for id in 0..6 {
-                let found = store
-                    .event(TOPICS[topic], &id.to_string())
-                    .await
-                    .expect("lookup");
+                let found = store.event(name, &id.to_string()).await.expect("lookup");
                 let content = found.map(|e| e.payload.get().to_owned());
                 let expected = model
                     .stored
