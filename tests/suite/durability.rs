@@ -451,11 +451,9 @@ async fn after_sigkill_during_a_snapshot_of_the_index_acknowledged_events_and_du
         "no kill landed while a snapshot was being written"
     );
 
+    // (The restarted server may start a snapshot of its own right away, so
+    // whether the unfinished file is there says nothing here.)
     let server = ChildServer::start_with(dir.path(), &args).await;
-    assert!(
-        !unfinished.exists(),
-        "the unfinished snapshot is removed at open"
-    );
     let before = check_store(&server.api, &attempts).await;
     // Everything again: the acknowledged part must all be duplicates.
     let counters = server.api.counters().await;
