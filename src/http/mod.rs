@@ -8,6 +8,7 @@
 //! errors are logged once, by the `log_errors` middleware, never where they
 //! are made.
 
+mod dashboard;
 mod error;
 mod events;
 mod ingest;
@@ -103,6 +104,7 @@ impl AppState {
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(dashboard::page))
         .route("/publish", post(publish::publish))
         .route("/events", get(events::list))
         .route("/events/{topic}/{event_id}", get(events::one))

@@ -7,6 +7,7 @@ mod common;
 
 mod bad_input;
 mod container;
+mod dashboard;
 mod dedup;
 mod disk_full;
 mod durability;
