@@ -1450,7 +1450,7 @@ mod tests {
         let (header, _) = keydir::read_snapshot(&snapshot, read_key(dir.path()), 64)
             .expect("readable")
             .expect("a snapshot was written");
-        assert!((100..300).contains(&header.covered_seq), "{header:?}");
+        assert!((100..=300).contains(&header.covered_seq), "{header:?}");
         let store = open(dir.path(), options(64, 100));
         assert!(all_duplicates(&store, numbered("t", 0..300)).await);
         assert!(all_new(&store, numbered("t", 300..310)).await);
