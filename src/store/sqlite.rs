@@ -838,18 +838,28 @@ fn snapshot_fits(
     Ok(stored == header.covered_hash)
 }
 
+/// Keys read from the database before they go into the keydir together
+/// (sorted by where they go): 64 MiB at most.
+const REPLAY_CHUNK_KEYS: usize = 4 << 20;
+
 /// Inserts every `(hash, seq)` with `seq > after` into `keydir`; returns
 /// how many rows were read.
 fn replay_keys(conn: &Connection, keydir: &mut KeyDir, after: u64) -> rusqlite::Result<u64> {
     let mut statement = conn.prepare("SELECT seq, hash FROM keys WHERE seq > ?1 ORDER BY seq")?;
     let mut rows = statement.query([to_sql(after)])?;
     let mut read = 0;
+    let mut chunk: Vec<(u64, u64)> = Vec::new();
     while let Some(row) = rows.next()? {
         let seq = seq_from_sql(row.get(0)?);
         let hash: i64 = row.get(1)?;
-        keydir.insert(hash as u64, seq);
+        chunk.push((hash as u64, seq));
         read += 1;
+        if chunk.len() == REPLAY_CHUNK_KEYS {
+            keydir.insert_all(&mut chunk);
+            chunk.clear();
+        }
     }
+    keydir.insert_all(&mut chunk);
     Ok(read)
 }
 
