@@ -364,7 +364,7 @@ rss_sampler_start() {
     local peak=0 r
     while kill -0 "$SERVER" 2>/dev/null; do
       r=$(rss_kib "$SERVER")
-      [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" >"$WORK/peak"
+      [ "${r:-0}" -gt "$peak" ] && peak=$r && echo "$peak" >"$WORK/peak"
       sleep 0.1
     done
   ) &
