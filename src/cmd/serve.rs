@@ -99,7 +99,14 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {} (is another server using it?)", config.listen))?;
-        let state = AppState::new(store, ingest, config.limits(), metrics, tail);
+        let state = AppState::new(
+            store,
+            ingest,
+            config.limits(),
+            config.format_mapping(),
+            metrics,
+            tail,
+        );
         Ok(Self {
             listener,
             state,
