@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use logagg::event::{Event, FieldLimits, WireEvent};
-use logagg::store::{CommitTime, SqliteStore, Store, SyncMode};
+use logagg::store::{CommitTime, SqliteOptions, SqliteStore, Store, SyncMode};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
@@ -62,7 +62,7 @@ fn append(c: &mut Criterion) {
         .expect("a tokio runtime");
     for sync in [SyncMode::Full, SyncMode::Normal] {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(dir.path(), sync).expect("open store");
+        let store = SqliteStore::open(dir.path(), &SqliteOptions::new(sync)).expect("open store");
         let mut rng = ChaCha8Rng::seed_from_u64(42);
         let mut sent = Vec::new();
         group.bench_function(

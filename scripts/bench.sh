@@ -11,11 +11,22 @@
 # ceiling, fanout, fanout-split, fanout-pinned, formats (each ingest path:
 # /publish, shippers' raw records, OTLP and Loki, the same records through
 # each), big (a 10,000,000-event store: startup, RSS, uuid4 vs uuid7 ingest;
-# takes several minutes and ~3 GB of disk), and the PostgreSQL store beside
+# takes several minutes and ~3 GB of disk), the PostgreSQL store beside
 # the embedded one in the same run: pg-batch and pg-single (not in the
 # default set; they need the PostgreSQL server binaries: LOGAGG_PG_BIN, or
 # initdb on the PATH, or Debian's /usr/lib/postgresql/*/bin;
-# PG_BATCH_EVENTS and PG_SINGLE_EVENTS shrink them for a quick look).
+# PG_BATCH_EVENTS and PG_SINGLE_EVENTS shrink them for a quick look), and
+# the store matrix: matrix-fresh, matrix-single and matrix-big.
+#
+# The matrix scenarios run each load against this build's server and, when
+# BASELINE names another logagg binary (or BASELINE_REV a git revision, built
+# once into target/baseline-REV), against that one too, alternating between
+# them run by run; the load generator is always this build's. matrix-big
+# builds a store of BIG_EVENTS (default 10,000,000) uuid4 events per server,
+# one after the other (~3 GB each, deleted after), then measures startup, RSS
+# and appending 500,000 uuid4 and uuid7 events to it.
+#
+#   BASELINE_REV=09ff743 scripts/bench.sh matrix-fresh matrix-single matrix-big
 #
 # Everything listens on 127.0.0.1 only: logagg on PORT (and the next two
 # ports for extra replicas), PostgreSQL on PORT+10. Results go to stdout;
@@ -31,6 +42,8 @@ SCENARIOS=("$@")
 
 cargo build --release --quiet --bin logagg --example null_server --example formats_load
 BIN=target/release/logagg
+# The server under test; the matrix scenarios switch it.
+SERVER_BIN=$BIN
 NULL_SERVER=target/release/examples/null_server
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/logagg-bench.XXXXXX")
 SERVER=""
@@ -57,9 +70,9 @@ trap cleanup EXIT
 log() { printf '%s\n' "$*" >&2; }
 
 wait_healthy() {
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 3000); do
     "$BIN" health --url "$URL" --timeout 1s >/dev/null 2>&1 && return 0
-    sleep 0.05
+    sleep 0.01
   done
   log "server did not become healthy; log: $WORK/server.log"
   cat "$WORK/server.log" >&2
@@ -70,7 +83,7 @@ wait_healthy() {
 start_server() {
   local dir=$1
   shift
-  RUST_LOG=warn "${PIN_SERVER[@]}" "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$dir" "$@" >"$WORK/server.log" 2>&1 &
+  RUST_LOG=warn "${PIN_SERVER[@]}" "$SERVER_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$dir" "$@" >"$WORK/server.log" 2>&1 &
   SERVER=$!
   wait_healthy
 }
@@ -532,6 +545,145 @@ scenario_pg-batch() {
 scenario_pg-single() {
   pg_compare pg-single "${PG_SINGLE_EVENTS:-100000}" 64 \
     "--batch-size 1 --duplicate-rate 0.2 --ids uuid4 --topics 8 --payload-bytes 100"
+}
+
+# --- the store matrix --------------------------------------------------------
+
+# Labels and binaries of the servers the matrix compares: "old" (BASELINE)
+# when given, and "new" (this build).
+STORE_LABELS=()
+declare -A STORE_BINS
+
+matrix_stores() {
+  [ ${#STORE_LABELS[@]} -eq 0 ] || return 0
+  if [ -z "${BASELINE:-}" ] && [ -n "${BASELINE_REV:-}" ]; then
+    BASELINE=target/baseline-$BASELINE_REV/release/logagg
+    if [ ! -x "$BASELINE" ]; then
+      log "building the baseline $BASELINE_REV into target/baseline-$BASELINE_REV"
+      rm -rf "target/baseline-src-$BASELINE_REV"
+      mkdir -p "target/baseline-src-$BASELINE_REV"
+      git archive "$BASELINE_REV" | tar -x -C "target/baseline-src-$BASELINE_REV"
+      (cd "target/baseline-src-$BASELINE_REV" &&
+        CARGO_TARGET_DIR="$PWD/../baseline-$BASELINE_REV" cargo build --release --quiet --bin logagg)
+    fi
+  fi
+  if [ -n "${BASELINE:-}" ]; then
+    STORE_LABELS+=(old)
+    STORE_BINS[old]=$BASELINE
+  fi
+  STORE_LABELS+=(new)
+  STORE_BINS[new]=$BIN
+  log "matrix: new = $BIN${BASELINE:+, old = $BASELINE}"
+}
+
+# The peak RSS of the server, sampled every 0.1 s between these two calls.
+rss_sampler_start() {
+  echo 0 >"$WORK/peak"
+  (
+    local peak=0 r
+    while kill -0 "$SERVER" 2>/dev/null; do
+      r=$(rss_kib "$SERVER")
+      [ "${r:-0}" -gt "$peak" ] && peak=$r && echo "$peak" >"$WORK/peak"
+      sleep 0.1
+    done
+  ) &
+  SAMPLER=$!
+}
+
+# Prints the peak in MiB; call after the server stopped.
+rss_sampler_stop() {
+  wait "$SAMPLER" 2>/dev/null || true
+  echo $(($(cat "$WORK/peak") / 1024))
+}
+
+# matrix_publish NAME SERVE_FLAGS PUBLISH_FLAGS: RUNS runs, each against
+# every store in turn on a fresh data dir; per store the median rate and
+# peak RSS.
+matrix_publish() {
+  local name=$1 serve_flags=$2 publish_flags=$3 label out
+  declare -A rates peaks
+  for _ in $(seq 1 "$RUNS"); do
+    for label in "${STORE_LABELS[@]}"; do
+      SERVER_BIN=${STORE_BINS[$label]}
+      # shellcheck disable=SC2086 # flags are word lists on purpose
+      start_server "$(fresh_dir)" $serve_flags
+      rss_sampler_start
+      # shellcheck disable=SC2086
+      out=$(publish $publish_flags --verify)
+      stop_server
+      rates[$label]+=" $(field "$out" events_per_second)"
+      peaks[$label]+=" $(rss_sampler_stop)"
+    done
+  done
+  SERVER_BIN=$BIN
+  for label in "${STORE_LABELS[@]}"; do
+    # shellcheck disable=SC2086
+    printf '%-24s %10s events/s  peak RSS %4.0f MiB  (median of %d; runs:%s)\n' \
+      "$name-$label" "$(median ${rates[$label]})" "$(median ${peaks[$label]})" "$RUNS" "${rates[$label]}"
+  done
+}
+
+scenario_matrix-fresh() {
+  matrix_stores
+  local ids
+  for ids in uuid4 uuid7; do
+    matrix_publish "fresh-batch-$ids" "" \
+      "--generate 1000000 --batch-size 1000 --concurrency 8 --duplicate-rate 0.2 --ids $ids --topics 8 --payload-bytes 100"
+  done
+}
+
+scenario_matrix-single() {
+  matrix_stores
+  local ids
+  for ids in uuid4 uuid7; do
+    matrix_publish "fresh-single-$ids" "" \
+      "--generate 100000 --batch-size 1 --concurrency 64 --duplicate-rate 0.2 --ids $ids --topics 8 --payload-bytes 100"
+  done
+}
+
+scenario_matrix-big() {
+  matrix_stores
+  local events=${BIG_EVENTS:-10000000} label dir chunks chunk out t0 t1 starts rss rates ids
+  chunks=$((events / 1000000))
+  for label in "${STORE_LABELS[@]}"; do
+    SERVER_BIN=${STORE_BINS[$label]}
+    dir=$(fresh_dir)
+    start_server "$dir"
+    rates=()
+    t0=$(date +%s.%N)
+    for chunk in $(seq 1 "$chunks"); do
+      out=$(publish --generate 1000000 --batch-size 1000 --concurrency 8 --ids uuid4 --topics 8 --payload-bytes 100)
+      rates+=("$(field "$out" events_per_second)")
+      log "big-$label: chunk $chunk/$chunks at ${rates[-1]} events/s"
+    done
+    t1=$(date +%s.%N)
+    stop_server
+    printf '%-24s %s uuid4 events in %s s; chunks of 1,000,000 at %s events/s; %s on disk\n' \
+      "big-fill-$label" "$events" "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", b-a}')" \
+      "$(IFS=/; echo "${rates[*]}")" "$(du -sh "$dir" | cut -f1)"
+    starts=()
+    rss=()
+    for _ in $(seq 1 "$RUNS"); do
+      t0=$(date +%s.%N)
+      start_server "$dir"
+      t1=$(date +%s.%N)
+      starts+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.3f", b-a}')")
+      rss+=("$(($(rss_kib "$SERVER") / 1024))")
+      stop_server
+    done
+    printf '%-24s %s s from exec to healthy with %s stored, RSS %s MiB once healthy  (median of %d; runs: %s)\n' \
+      "big-startup-$label" "$(median "${starts[@]}")" "$events" "$(median "${rss[@]}")" "$RUNS" "${starts[*]}"
+    for ids in uuid4 uuid7; do
+      start_server "$dir"
+      rss_sampler_start
+      out=$(publish --generate 500000 --batch-size 1000 --concurrency 8 --ids "$ids" --topics 8 --payload-bytes 100 --duplicate-rate 0.2)
+      stop_server
+      printf '%-24s %10s events/s appending 500,000 (20%% dup) to %s; peak RSS %s MiB\n' \
+        "big-ingest-$ids-$label" "$(field "$out" events_per_second)" "$events" "$(rss_sampler_stop)"
+    done
+    rm -rf "$dir"
+  done
+  SERVER_BIN=$BIN
 }
 
 echo "logagg bench $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores, $(git rev-parse --short HEAD 2>/dev/null || echo '?')"

@@ -21,7 +21,7 @@ use crate::event::FieldLimits;
 use crate::http::{Limits, SubscribeLimits};
 use crate::ingest::QueueConfig;
 use crate::ingest::batch::BatchPolicy;
-use crate::store::{StoreConfig, StoreLocation, SyncMode};
+use crate::store::{SNAPSHOT_KEYS_DEFAULT, SqliteOptions, StoreConfig, StoreLocation, SyncMode};
 
 /// serde_json refuses to parse deeper than 128 levels; our own limit must
 /// stay below it (plus one for a batch's array) to give the clearer error.
@@ -103,6 +103,17 @@ pub struct ServeConfig {
     #[arg(long, env = "LOGAGG_KEEP_ALIVE", default_value = "15s", value_parser = parse_positive_duration)]
     pub keep_alive: Duration,
 
+    /// New keys between two snapshots of the in-memory dedup index, at the
+    /// least (a snapshot also waits for the keys to grow by an eighth). A
+    /// restart loads the latest snapshot and replays the keys after it.
+    #[arg(long, env = "LOGAGG_INDEX_SNAPSHOT_KEYS", default_value_t = SNAPSHOT_KEYS_DEFAULT, value_parser = clap::value_parser!(u64).range(1..))]
+    pub index_snapshot_keys: u64,
+
+    /// Bits of each key hash the dedup index keeps (1-64). Fewer bits make
+    /// keys collide, which costs reads but never changes an answer; for
+    /// tests.
+    #[arg(long, env = "LOGAGG_INDEX_HASH_BITS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=64), hide = true)]
+    pub index_hash_bits: u32,
     /// OTLP logs (POST /v1/logs): the resource attribute naming each
     /// record's topic (whitespace, control characters, '*' and '>' become
     /// '_'); records whose resource lacks it are rejected.
@@ -211,7 +222,7 @@ impl ServeConfig {
         StoreConfig {
             location: self.store.clone(),
             data_dir: self.data_dir.clone(),
-            sync: self.sync,
+            embedded: self.store_options(),
             pool_size: self.store_pool_size,
         }
     }
@@ -220,6 +231,14 @@ impl ServeConfig {
         QueueConfig {
             capacity_events: self.queue_capacity.get(),
             wait: self.queue_wait,
+        }
+    }
+
+    pub fn store_options(&self) -> SqliteOptions {
+        SqliteOptions {
+            sync: self.sync,
+            snapshot_keys: self.index_snapshot_keys,
+            hash_bits: self.index_hash_bits,
         }
     }
 

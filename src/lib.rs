@@ -22,10 +22,13 @@
 //! - [`tail`]: the newest committed `seq` that subscribers wait on, and the
 //!   recent commits framed as Server-Sent Events for them; with a shared
 //!   store, `tail::catch_up` brings in other replicas' commits.
-//! - [`store`]: the `Store` trait, the embedded SQLite store and (cargo
-//!   feature `postgres`, on by default) the PostgreSQL store that several
-//!   replicas share; the unique constraint on `(topic, event_id)` is the
-//!   dedup set, and counters are committed with the events.
+//! - [`store`]: the `Store` trait and its two implementations. The embedded
+//!   SQLite store appends events by `seq` and dedups through an in-memory
+//!   index of every stored key's hash (the keydir), each hit verified
+//!   against the stored row; the PostgreSQL store (cargo feature
+//!   `postgres`, on by default), which several replicas share, dedups by
+//!   its unique constraint on `(topic, event_id)`. Counters are committed
+//!   with the events.
 //! - [`metrics`]: Prometheus metrics, one struct per server.
 //! - [`config`]: `ServeConfig`, every server setting as a flag with a
 //!   `LOGAGG_*` environment variable.

@@ -39,6 +39,9 @@ enum Command {
     Subscribe(cmd::subscribe::SubscribeArgs),
     /// Exit 0 when a server answers /health with 200 (for health checks).
     Health(cmd::health::HealthArgs),
+    /// Convert a data directory from an older build to this build's store
+    /// schema (with the server stopped).
+    Migrate(cmd::migrate::MigrateArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,9 +51,11 @@ fn main() -> ExitCode {
     // subscribers on one machine the idle worker threads add up.
     let runtime = match cli.command {
         Command::Serve(_) | Command::Publish(_) => tokio::runtime::Runtime::new(),
-        Command::Subscribe(_) | Command::Health(_) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
+        Command::Subscribe(_) | Command::Health(_) | Command::Migrate(_) => {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        }
     };
     let runtime = match runtime {
         Ok(runtime) => runtime,
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
             Command::Publish(args) => cmd::publish::run(args).await,
             Command::Subscribe(args) => cmd::subscribe::run(args).await,
             Command::Health(args) => cmd::health::run(args).await,
+            Command::Migrate(args) => cmd::migrate::run(args).await,
         }
     });
     match result {

@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod health;
+pub mod migrate;
 pub mod publish;
 pub mod serve;
 pub mod subscribe;

@@ -24,7 +24,7 @@ use crate::config::ServeConfig;
 use crate::http::{self, AppState};
 use crate::ingest::{Ingest, consumer};
 use crate::metrics::Metrics;
-use crate::store;
+use crate::store::{self, StoreError};
 use crate::tail::{self, Tail, TailLimits};
 
 /// How long shutdown waits, in all, for in-flight requests and then for the
@@ -78,7 +78,12 @@ impl Server {
         let store_config = config.store();
         let store = store::open(&store_config)
             .await
-            .with_context(|| format!("opening the store {}", store_config.describe()))?;
+            .map_err(|error| match error {
+                // Its message says what to do.
+                StoreError::NeedsMigration { .. } => anyhow::Error::new(error),
+                other => anyhow::Error::new(other)
+                    .context(format!("opening the store {}", store_config.describe())),
+            })?;
         let last_seq = store.last_seq().await.context("reading the newest seq")?;
         let tail = Arc::new(Tail::new(TailLimits::DEFAULT, last_seq));
         let metrics = Arc::new(Metrics::new());

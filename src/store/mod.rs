@@ -13,9 +13,11 @@
 //!   transaction is committed with the configured durability; one call is
 //!   one transaction, all or nothing.
 //! - **Exact dedup.** The `(topic, event_id)` uniqueness is decided against
-//!   durable state, never against a cache that could have forgotten a key;
-//!   an in-memory index may speed lookups up but every hit is verified
-//!   against the stored key.
+//!   durable state, never against a cache that could have forgotten a key.
+//!   An in-memory index may speed lookups up, but every hit is verified
+//!   against the stored key, and a miss counts as "new" only when the index
+//!   provably holds every stored key (built from durable state at open,
+//!   checked against a durable count, updated only after a commit).
 //! - **Commit-ordered `seq`.** Each stored event gets a `seq` larger than
 //!   every `seq` committed before it, so a reader that has seen `seq = c`
 //!   never later finds an event with `seq < c` appear. [`Commit`] reports
@@ -35,6 +37,7 @@
 //! default), a PostgreSQL database that several replicas share
 //! (`PostgresStore`).
 
+mod keydir;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod sqlite;
@@ -53,7 +56,7 @@ use crate::event::Event;
 
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, PostgresUrl};
-pub use sqlite::SqliteStore;
+pub use sqlite::{SNAPSHOT_KEYS_DEFAULT, SqliteOptions, SqliteStore};
 
 /// Which store `serve` uses (`--store`).
 #[derive(Debug, Clone)]
@@ -104,9 +107,9 @@ pub struct StoreConfig {
     pub location: StoreLocation,
     /// Where the embedded store keeps its file.
     pub data_dir: PathBuf,
-    /// Durability of the embedded store's commits. PostgreSQL commits always
-    /// wait for their WAL flush (`synchronous_commit = on`).
-    pub sync: SyncMode,
+    /// The embedded store's settings, durability among them. PostgreSQL
+    /// commits always wait for their WAL flush (`synchronous_commit = on`).
+    pub embedded: SqliteOptions,
     /// Read connections to a database server (the consumer has one more of
     /// its own, and one more follows other replicas' commits).
     pub pool_size: NonZeroUsize,
@@ -137,8 +140,8 @@ impl StoreConfig {
 pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     match &config.location {
         StoreLocation::Embedded => {
-            let (data_dir, sync) = (config.data_dir.clone(), config.sync);
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir, sync))
+            let (data_dir, options) = (config.data_dir.clone(), config.embedded);
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir, &options))
                 .await
                 .map_err(|join_error| StoreError::Database(Box::new(join_error)))??;
             Ok(Arc::new(store))
@@ -281,6 +284,12 @@ pub enum StoreError {
     Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("store schema version {found} is newer than this build supports ({supported})")]
     SchemaTooNew { found: i64, supported: i64 },
+    /// An older schema that this build converts only on request.
+    #[error(
+        "the store in {data_dir} has schema version {found}, which this build converts but does not open; run `logagg migrate --data-dir {data_dir}` with the server stopped, then start it again",
+        data_dir = .data_dir.display()
+    )]
+    NeedsMigration { data_dir: PathBuf, found: i64 },
     #[error("disk is full")]
     DiskFull,
     /// The store cannot be reached right now (a database server that is

@@ -1,22 +1,40 @@
-//! The embedded store: one SQLite database file in the data directory.
+//! The embedded store: one SQLite database file in the data directory, and
+//! an in-memory index of its keys (the keydir) with a snapshot file beside it.
 //!
-//! This is the only file that names `rusqlite`. The schema:
+//! This is the only file that names `rusqlite`. The schema (version 2):
 //!
-//! - `events`: one row per stored event; `seq` is the rowid, so it is
-//!   assigned in commit order and never reused (rows are never deleted).
-//!   `UNIQUE (topic, event_id)` is the dedup set: the database, not memory,
-//!   decides what is a duplicate, so the set is as large as the disk and
-//!   survives any restart.
+//! - `events`: one row per stored event, keyed by `seq` alone, which the
+//!   consumer assigns (the newest ever + 1, kept in `counters`, so a `seq`
+//!   is never reused even when rows are deleted). Every insert lands at the
+//!   end of the table, whatever the ids look like.
+//! - `keys`: `(seq, hash)` for every stored key, appended in the same
+//!   transaction: the durable list the keydir is built from, which will
+//!   outlive an event's row when retention deletes it.
 //! - `topics`: per-topic event count and newest `seq`;
-//! - `counters`: one row with the ingest counters.
+//! - `counters`: one row with the ingest counters, the newest `seq` ever
+//!   assigned and the number of `keys` rows;
+//! - `meta`: the random key of the key hash.
 //!
-//! `topics` and `counters` are updated in the same transaction as `events`, so
-//! opening the store reads a few rows and never scans the events.
+//! Dedup: the keydir ([`super::keydir`]) maps the hash of each stored key to
+//! its `seq`. An event's hash gives a few candidate rows, each read and
+//! compared by its full `(topic, event_id)`: a hash collision costs one more
+//! read, never a wrong answer. A key with no verified candidate is new,
+//! which is right only because the keydir holds every stored key: it is
+//! built at open from the durable `keys` (a snapshot file plus the keys
+//! after it), checked against the durable count, and given a commit's keys
+//! only once that commit has succeeded. Repeats within one commit are found
+//! by their full key in a map of the commit's own keys.
+//!
+//! `topics` and `counters` are updated in the same transaction as `events`.
+//! Opening reads a few rows, the snapshot and the keys after it, never the
+//! events.
 //!
 //! Durability: WAL mode, `synchronous=FULL` by default (the WAL is fsynced on
 //! every commit), `NORMAL` on request. One write connection, owned behind a
 //! mutex that only the ingest consumer takes; readers use their own
 //! connections, which WAL lets run beside the writer without blocking it.
+//! A thread of its own writes a snapshot of the keydir every
+//! [`SqliteOptions::snapshot_keys`] new keys while commits go on.
 //!
 //! Every call runs on tokio's blocking pool. Reads are bounded by
 //! [`READERS_MAX`] permits, one per read connection: a read that finds them
@@ -24,13 +42,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
+use super::keydir::{self, KEYS_MAX, KeyDir, KeyHasher, SEQ_MAX, SnapshotHeader};
 use super::{
     Commit, CommitTime, Counters, EventQuery, Outcome, Store, StoreError, StoreStats, StoredEvent,
     SyncMode, TopicSummary,
@@ -38,55 +58,68 @@ use super::{
 use crate::event::Event;
 
 /// The schema this build writes, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE events (
     seq         INTEGER PRIMARY KEY,
     topic       TEXT    NOT NULL,
     event_id    TEXT    NOT NULL,
     timestamp   TEXT    NOT NULL,
     source      TEXT    NOT NULL,
     payload     TEXT    NOT NULL,
-    received_at INTEGER NOT NULL,
-    UNIQUE (topic, event_id)
+    received_at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_by_topic ON events (topic, seq);
-CREATE TABLE IF NOT EXISTS topics (
+CREATE INDEX events_by_topic ON events (topic, seq);
+CREATE TABLE keys (
+    seq  INTEGER PRIMARY KEY,
+    hash INTEGER NOT NULL
+);
+CREATE TABLE topics (
     topic    TEXT    PRIMARY KEY,
     events   INTEGER NOT NULL,
     last_seq INTEGER NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS counters (
+CREATE TABLE counters (
     id                INTEGER PRIMARY KEY CHECK (id = 0),
     received          INTEGER NOT NULL,
     unique_processed  INTEGER NOT NULL,
     duplicate_dropped INTEGER NOT NULL,
-    conflicts         INTEGER NOT NULL
+    conflicts         INTEGER NOT NULL,
+    last_seq          INTEGER NOT NULL,
+    keys              INTEGER NOT NULL
 );
-INSERT OR IGNORE INTO counters VALUES (0, 0, 0, 0, 0);
+CREATE TABLE meta (
+    name  TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) WITHOUT ROWID;
 ";
 
 const INSERT_EVENT: &str = "INSERT INTO events
-    (topic, event_id, timestamp, source, payload, received_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-    ON CONFLICT (topic, event_id) DO NOTHING";
+    (seq, topic, event_id, timestamp, source, payload, received_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
-const SELECT_CONTENT: &str =
-    "SELECT timestamp, source, payload FROM events WHERE topic = ?1 AND event_id = ?2";
+const INSERT_KEY: &str = "INSERT INTO keys (seq, hash) VALUES (?1, ?2)";
+
+/// A candidate's key and content, to verify a keydir hit.
+const SELECT_STORED_KEY: &str =
+    "SELECT topic, event_id, timestamp, source, payload FROM events WHERE seq = ?1";
 
 const EVENT_COLUMNS: &str = "seq, topic, event_id, timestamp, source, payload, received_at";
 
-/// Page cache of the write connection. The dedup index is what random
-/// (uuid4) ids touch; beyond this the OS page cache serves it.
+/// The `meta` row holding the 16 random bytes that key the key hash.
+const META_HASH_KEY: &str = "key_hash_key";
+
+/// Page cache of the write connection. It holds the ends of the tables
+/// that commits append to and the rows that duplicates are verified
+/// against; beyond it the OS page cache serves.
 const WRITER_CACHE_KIB: i64 = 64 * 1024;
 /// Page cache of each read connection.
 const READER_CACHE_KIB: i64 = 4 * 1024;
 /// WAL pages after which a commit also checkpoints (copies the WAL back into
-/// the database). SQLite's default of 1,000 (4 MiB) checkpoints after nearly
-/// every large commit when ids are random, since each new uuid4 key dirties
-/// its own index page; 16,384 (64 MiB) lets a page written by many commits be
-/// copied back once. Measured in docs/performance.md.
+/// the database): 16,384 pages (64 MiB) instead of SQLite's 1,000, so a page
+/// written by many commits is copied back once. Measured in
+/// docs/performance.md.
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_384;
 /// Read connections, and so reads running at once; opened as needed and
 /// kept open.
@@ -96,6 +129,40 @@ const READERS_MAX: usize = 4;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const DB_FILE: &str = "logagg.db";
+/// The keydir snapshot, beside the database.
+const SNAPSHOT_FILE: &str = "keydir.snapshot";
+
+/// New keys between two snapshots of the keydir, by default: a restart
+/// replays at most about this many keys from the database (~0.15 s per
+/// million here, on top of reading the snapshot).
+pub const SNAPSHOT_KEYS_DEFAULT: u64 = 1_000_000;
+
+/// A snapshot waits for the keys to grow by at least 1/this.
+const SNAPSHOT_GROWTH_DIVISOR: u64 = 8;
+
+/// How [`SqliteStore::open`] sets the store up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    pub sync: SyncMode,
+    /// New keys between two snapshots of the keydir (at least 1), at the
+    /// least: a snapshot also waits for the keys to grow by an eighth.
+    pub snapshot_keys: u64,
+    /// Bits of each key hash the keydir keeps, 1 to 64. Fewer bits make
+    /// keys collide (each collision costs a read, never an answer), which
+    /// tests use to exercise verification; 64 otherwise.
+    pub hash_bits: u32,
+}
+
+impl SqliteOptions {
+    /// The defaults with this durability.
+    pub fn new(sync: SyncMode) -> Self {
+        Self {
+            sync,
+            snapshot_keys: SNAPSHOT_KEYS_DEFAULT,
+            hash_bits: 64,
+        }
+    }
+}
 
 /// The SQLite implementation of [`Store`]. Cheap to clone.
 #[derive(Clone)]
@@ -105,27 +172,49 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
+    snapshot_path: PathBuf,
+    options: SqliteOptions,
+    hasher: KeyHasher,
+    /// Every stored key's hash and `seq`. Written only by the consumer,
+    /// after a commit; read by it, by key lookups and by the snapshot.
+    keydir: Arc<RwLock<KeyDir>>,
     writer: Mutex<Writer>,
+    /// The snapshot being written, if any; joined before the next one
+    /// starts and when the store is dropped.
+    snapshot: Mutex<Option<JoinHandle<()>>>,
     /// Idle read connections; at most [`READERS_MAX`] exist.
     readers: Mutex<Vec<Connection>>,
     /// One permit per read connection.
     read_slots: Arc<Semaphore>,
 }
 
-/// The write connection and the newest `seq` it has committed.
+/// The write connection and what it knows of the committed state.
 struct Writer {
     conn: Connection,
+    /// The newest `seq` ever committed.
     last_seq: u64,
+    /// The full hash of the key stored at `last_seq` (0 when none).
+    last_hash: u64,
+    /// Rows in `keys`.
+    keys: u64,
+    /// `keys` when the last snapshot began.
+    keys_at_snapshot: u64,
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store in `data_dir`. Blocking: call it
-    /// before the server starts, or from the blocking pool.
+    /// Opens (creating if needed) the store in `data_dir` and loads its
+    /// keydir. Blocking: call it before the server starts, or from the
+    /// blocking pool.
     ///
     /// # Errors
-    /// When the directory or database cannot be created or opened, or holds
-    /// a newer schema than this build knows.
-    pub fn open(data_dir: &Path, sync: SyncMode) -> Result<Self, StoreError> {
+    /// When the directory or database cannot be created or opened, holds a
+    /// newer schema than this build knows or an older one that needs
+    /// `logagg migrate`, or its keys disagree with its counters.
+    pub fn open(data_dir: &Path, options: &SqliteOptions) -> Result<Self, StoreError> {
+        assert!(
+            (1..=64).contains(&options.hash_bits) && options.snapshot_keys > 0,
+            "invalid store options: {options:?}"
+        );
         let path = data_dir.join(DB_FILE);
         let open_error = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
             path: path.clone(),
@@ -133,21 +222,38 @@ impl SqliteStore {
         };
         std::fs::create_dir_all(data_dir).map_err(|e| open_error(e.into()))?;
         let conn = Connection::open(&path).map_err(|e| open_error(e.into()))?;
-        configure_writer(&conn, sync).map_err(|e| open_error(e.into()))?;
-        migrate(&conn)?;
-        let last_seq = conn
-            .query_row("SELECT coalesce(max(seq), 0) FROM events", [], |row| {
-                count(row, 0)
-            })
-            .map_err(database_error)?;
-        Ok(Self {
+        configure_writer(&conn, options.sync).map_err(|e| open_error(e.into()))?;
+        prepare_schema(&conn, data_dir)?;
+        let hasher = KeyHasher::new(read_hash_key(&conn).map_err(|e| open_error(e.into()))?);
+        let durable = DurableKeys::read(&conn).map_err(database_error)?;
+        let snapshot_path = data_dir.join(SNAPSHOT_FILE);
+        let (keydir, replayed) =
+            load_keydir(&conn, &snapshot_path, &hasher, options, &durable).map_err(open_error)?;
+        let writer = Writer {
+            conn,
+            last_seq: durable.last_seq,
+            last_hash: durable.last_hash,
+            keys: durable.keys,
+            keys_at_snapshot: durable.keys - replayed,
+        };
+        let store = Self {
             inner: Arc::new(Inner {
                 path,
-                writer: Mutex::new(Writer { conn, last_seq }),
+                snapshot_path,
+                options: *options,
+                hasher,
+                keydir: Arc::new(RwLock::new(keydir)),
+                writer: Mutex::new(writer),
+                snapshot: Mutex::new(None),
                 readers: Mutex::new(Vec::new()),
                 read_slots: Arc::new(Semaphore::new(READERS_MAX)),
             }),
-        })
+        };
+        {
+            let mut writer = store.inner.writer.lock().expect("writer lock");
+            store.inner.snapshot_if_due(&mut writer);
+        }
+        Ok(store)
     }
 
     /// Runs `query` on a read connection on the blocking pool, once one of
@@ -172,7 +278,7 @@ impl SqliteStore {
 
 impl Inner {
     /// Runs `query` on an idle read connection, opening one when none is
-    /// idle (the caller holds a permit, so at most [`READERS_MAX`] exist).
+    /// idle.
     fn read<T>(
         &self,
         query: impl FnOnce(&Connection) -> rusqlite::Result<T>,
@@ -185,6 +291,327 @@ impl Inner {
         let result = query(&conn).map_err(database_error);
         self.readers.lock().expect("reader pool lock").push(conn);
         result
+    }
+
+    /// Commits `events` and then gives their new keys to the keydir.
+    fn append(
+        &self,
+        writer: &mut Writer,
+        events: &[Event],
+        received_at: CommitTime,
+    ) -> Result<Commit, StoreError> {
+        let room = events.len() as u64;
+        if writer.keys + room > KEYS_MAX || writer.last_seq + room > SEQ_MAX {
+            return Err(StoreError::Database(
+                format!("the store is full: it holds at most {KEYS_MAX} keys").into(),
+            ));
+        }
+        let previous = writer.last_seq;
+        let appended = append(
+            &mut writer.conn,
+            &self.keydir,
+            &self.hasher,
+            events,
+            received_at,
+            (writer.last_seq, writer.keys),
+        )
+        .map_err(database_error)?;
+        // Committed: only now may the keydir answer for these keys.
+        if let Some(&(hash, seq)) = appended.new_keys.last() {
+            let mut keydir = self.keydir.write().expect("keydir lock");
+            for &(hash, seq) in &appended.new_keys {
+                keydir.insert(hash, seq);
+            }
+            drop(keydir);
+            writer.last_seq = seq;
+            writer.last_hash = hash;
+            writer.keys += appended.new_keys.len() as u64;
+        }
+        self.snapshot_if_due(writer);
+        Ok(Commit {
+            outcomes: appended.outcomes,
+            previous,
+            last: writer.last_seq,
+        })
+    }
+
+    /// Starts a snapshot of the keydir when enough keys were added since
+    /// the last one began and none is being written. Enough is
+    /// [`SqliteOptions::snapshot_keys`], and at least an eighth of the keys
+    /// the last one held: a snapshot costs ~13 bytes per key held, so this
+    /// bounds what snapshots write per new key (~100 bytes) however large
+    /// the store grows, and a restart replays at most ~1/9 of the keys.
+    fn snapshot_if_due(&self, writer: &mut Writer) {
+        let interval = self
+            .options
+            .snapshot_keys
+            .max(writer.keys_at_snapshot / SNAPSHOT_GROWTH_DIVISOR);
+        if writer.keys - writer.keys_at_snapshot < interval {
+            return;
+        }
+        let mut running = self.snapshot.lock().expect("snapshot lock");
+        if running.as_ref().is_some_and(|job| !job.is_finished()) {
+            return;
+        }
+        if let Some(job) = running.take() {
+            report_snapshot_panic(job);
+        }
+        // Every key up to `last_seq` is in the keydir now, so the snapshot,
+        // which copies it later, covers them all.
+        let job = SnapshotJob {
+            path: self.snapshot_path.clone(),
+            header: SnapshotHeader {
+                hash_key: self.hasher.key(),
+                hash_bits: self.options.hash_bits,
+                covered_seq: writer.last_seq,
+                covered_hash: writer.last_hash,
+            },
+            keydir: Arc::clone(&self.keydir),
+            // Under `--sync normal` the newest commits may not be on disk
+            // yet; a snapshot must never cover a commit that could be lost.
+            sync_first: (self.options.sync == SyncMode::Normal).then(|| self.path.clone()),
+        };
+        match std::thread::Builder::new()
+            .name("logagg-snapshot".into())
+            .spawn(move || job.run())
+        {
+            Ok(handle) => {
+                writer.keys_at_snapshot = writer.keys;
+                *running = Some(handle);
+            }
+            Err(error) => tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "could not start a keydir snapshot; the next commit tries again"
+            ),
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let running = self.snapshot.get_mut().expect("snapshot lock").take();
+        if let Some(job) = running {
+            report_snapshot_panic(job);
+        }
+    }
+}
+
+fn report_snapshot_panic(job: JoinHandle<()>) {
+    if job.join().is_err() {
+        tracing::error!("the keydir snapshot thread panicked");
+    }
+}
+
+/// One snapshot of the keydir, written on a thread of its own.
+struct SnapshotJob {
+    path: PathBuf,
+    header: SnapshotHeader,
+    keydir: Arc<RwLock<KeyDir>>,
+    /// The database to fsync (with its WAL) before writing, when commits
+    /// are not fsynced each.
+    sync_first: Option<PathBuf>,
+}
+
+impl SnapshotJob {
+    fn run(self) {
+        let started = Instant::now();
+        let result = self
+            .sync_first
+            .as_deref()
+            .map_or(Ok(()), sync_database)
+            .and_then(|()| keydir::write_snapshot(&self.path, &self.header, &self.keydir));
+        match result {
+            Ok(()) => tracing::debug!(
+                covered_seq = self.header.covered_seq,
+                elapsed = ?started.elapsed(),
+                "keydir snapshot written"
+            ),
+            // Only startup time is at stake: the next open replays more.
+            Err(error) => tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "writing a keydir snapshot failed; the next one tries again"
+            ),
+        }
+    }
+}
+
+/// fsyncs the database file and its WAL, so every commit made so far
+/// survives a power loss.
+fn sync_database(path: &Path) -> std::io::Result<()> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    for file in [path.as_os_str(), wal.as_os_str()] {
+        match std::fs::File::open(file) {
+            Ok(file) => file.sync_all()?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// What [`SqliteStore::migrate`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    /// The schema version found; the current one when there was nothing to
+    /// do.
+    pub from_version: i64,
+    pub to_version: i64,
+    /// Events converted.
+    pub events: u64,
+    /// Where the database as it was is kept, when it was converted.
+    pub old_copy: Option<PathBuf>,
+}
+
+/// Where a migration builds the new database before it replaces the old.
+const MIGRATING_FILE: &str = "logagg.db.migrating";
+/// Where a migration keeps the old database.
+const OLD_COPY_FILE: &str = "logagg.v1.db";
+
+impl SqliteStore {
+    /// Converts the store in `data_dir` to this build's schema: schema 1
+    /// (dedup by a unique index on `(topic, event_id)`) to 2 (the keydir).
+    /// The new database is built beside the old one and renamed over it at
+    /// the end, so a crash at any point leaves one complete database; the old
+    /// one is kept as `logagg.v1.db`. Needs the server stopped, and free
+    /// space for a second copy. Blocking.
+    ///
+    /// # Errors
+    /// When there is no store, it is in use, its schema is unknown, or an
+    /// I/O or database error stops the copy (the old database is then
+    /// unchanged).
+    pub fn migrate(data_dir: &Path) -> Result<Migration, StoreError> {
+        let path = data_dir.join(DB_FILE);
+        let fail = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+            path: path.clone(),
+            source,
+        };
+        if !path.exists() {
+            return Err(fail("there is no store here".into()));
+        }
+        let version = release_old(&path).map_err(fail)?;
+        if version == SCHEMA_VERSION {
+            return Ok(Migration {
+                from_version: version,
+                to_version: SCHEMA_VERSION,
+                events: 0,
+                old_copy: None,
+            });
+        }
+        if version != 1 {
+            return Err(fail(
+                format!("schema version {version} cannot be migrated").into(),
+            ));
+        }
+        let new_path = data_dir.join(MIGRATING_FILE);
+        let _ = std::fs::remove_file(&new_path);
+        let mut hash_key = [0; 16];
+        getrandom::fill(&mut hash_key)
+            .map_err(|e| fail(format!("no random bytes for the key hash: {e}").into()))?;
+        let events =
+            copy_from_v1(&new_path, &path, KeyHasher::new(hash_key)).map_err(|e| fail(e.into()))?;
+        std::fs::File::open(&new_path)
+            .and_then(|file| file.sync_all())
+            .map_err(|e| fail(e.into()))?;
+        let old_copy = data_dir.join(OLD_COPY_FILE);
+        swap_in(&path, &new_path, &old_copy).map_err(|e| fail(e.into()))?;
+        remove_durably(&data_dir.join(SNAPSHOT_FILE)).map_err(|e| fail(e.into()))?;
+        Ok(Migration {
+            from_version: version,
+            to_version: SCHEMA_VERSION,
+            events,
+            old_copy: Some(old_copy),
+        })
+    }
+}
+
+/// Checks that no one else has the database at `path` open and leaves it
+/// in rollback-journal mode, its WAL merged and gone, so it is one
+/// self-contained file; returns its schema version.
+fn release_old(path: &Path) -> Result<i64, Box<dyn std::error::Error + Send + Sync>> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(1))?;
+    let version = user_version(&conn)?;
+    if version == SCHEMA_VERSION {
+        return Ok(version);
+    }
+    // Leaving WAL mode needs every other connection closed.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = DELETE", [], |row| row.get(0))
+        .map_err(|e| format!("the store is in use; stop the server first ({e})"))?;
+    if !mode.eq_ignore_ascii_case("delete") {
+        return Err("the store is in use; stop the server first".into());
+    }
+    Ok(version)
+}
+
+/// Builds the schema-2 database at `new_path` from the schema-1 one at
+/// `old_path`; returns how many events it copied.
+fn copy_from_v1(new_path: &Path, old_path: &Path, hasher: KeyHasher) -> rusqlite::Result<u64> {
+    let conn = Connection::open(new_path)?;
+    // A crash leaves a file the next attempt deletes: no journal needed,
+    // and the file is fsynced before it replaces anything.
+    conn.pragma_update(None, "journal_mode", "OFF")?;
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    conn.pragma_update(None, "cache_size", -256 * 1024)?;
+    conn.execute_batch(SCHEMA)?;
+    conn.execute("ATTACH DATABASE ?1 AS v1", [old_path.to_string_lossy()])?;
+    let tx = conn.unchecked_transaction()?;
+    // The index is built once at the end, not row by row.
+    tx.execute_batch(
+        "DROP INDEX events_by_topic;
+         INSERT INTO events (seq, topic, event_id, timestamp, source, payload, received_at)
+             SELECT seq, topic, event_id, timestamp, source, payload, received_at
+             FROM v1.events ORDER BY seq;
+         CREATE INDEX events_by_topic ON events (topic, seq);
+         INSERT INTO topics (topic, events, last_seq)
+             SELECT topic, events, last_seq FROM v1.topics;",
+    )?;
+    let mut events = 0;
+    {
+        let mut read = tx.prepare("SELECT seq, topic, event_id FROM events ORDER BY seq")?;
+        let mut insert = tx.prepare(INSERT_KEY)?;
+        let mut rows = read.query([])?;
+        while let Some(row) = rows.next()? {
+            let seq: i64 = row.get(0)?;
+            let hash = hasher.hash(row.get_ref(1)?.as_str()?, row.get_ref(2)?.as_str()?);
+            insert.execute(params![seq, hash as i64])?;
+            events += 1;
+        }
+    }
+    tx.execute(
+        "INSERT INTO counters
+         SELECT 0, received, unique_processed, duplicate_dropped, conflicts,
+                (SELECT coalesce(max(seq), 0) FROM events), ?1
+         FROM v1.counters",
+        [to_sql(events)],
+    )?;
+    tx.execute(
+        "INSERT INTO meta (name, value) VALUES (?1, ?2)",
+        params![META_HASH_KEY, &hasher.key()[..]],
+    )?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    conn.execute("DETACH DATABASE v1", [])?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    debug_assert!(mode.eq_ignore_ascii_case("wal"));
+    Ok(events)
+}
+
+/// Keeps the old database as `old_copy` (a second name for the same file)
+/// and renames the new one over `path`: at every moment `path` is one whole
+/// database, the old or the new.
+fn swap_in(path: &Path, new_path: &Path, old_copy: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(old_copy) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::hard_link(path, old_copy)?;
+    std::fs::rename(new_path, path)?;
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
     }
 }
 
@@ -227,19 +654,224 @@ fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(database_error)?;
-    if version > SCHEMA_VERSION {
-        return Err(StoreError::SchemaTooNew {
-            found: version,
+/// Creates the schema in a new database; accepts the current one; refuses
+/// others with what to do about it.
+fn prepare_schema(conn: &Connection, data_dir: &Path) -> Result<(), StoreError> {
+    let version = user_version(conn).map_err(database_error)?;
+    match version {
+        SCHEMA_VERSION => Ok(()),
+        0 => create_schema(conn, data_dir),
+        found if found > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
+            found,
             supported: SCHEMA_VERSION,
+        }),
+        found => Err(StoreError::NeedsMigration {
+            data_dir: data_dir.to_path_buf(),
+            found,
+        }),
+    }
+}
+
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |row| row.get(0))
+}
+
+/// The schema, counters and a new hash key, in one transaction.
+fn create_schema(conn: &Connection, data_dir: &Path) -> Result<(), StoreError> {
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+        .map_err(database_error)?;
+    if tables > 0 {
+        return Err(StoreError::Open {
+            path: data_dir.join(DB_FILE),
+            source: "the file holds tables but no logagg schema version".into(),
         });
     }
-    conn.execute_batch(SCHEMA).map_err(database_error)?;
-    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(database_error)
+    let mut hash_key = [0; 16];
+    getrandom::fill(&mut hash_key).map_err(|e| StoreError::Open {
+        path: data_dir.join(DB_FILE),
+        source: format!("no random bytes for the key hash: {e}").into(),
+    })?;
+    let create = || -> rusqlite::Result<()> {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(SCHEMA)?;
+        tx.execute("INSERT INTO counters VALUES (0, 0, 0, 0, 0, 0, 0)", [])?;
+        tx.execute(
+            "INSERT INTO meta (name, value) VALUES (?1, ?2)",
+            params![META_HASH_KEY, &hash_key[..]],
+        )?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        tx.commit()
+    };
+    create().map_err(database_error)
+}
+
+fn read_hash_key(conn: &Connection) -> rusqlite::Result<[u8; 16]> {
+    let value: Vec<u8> = conn.query_row(
+        "SELECT value FROM meta WHERE name = ?1",
+        [META_HASH_KEY],
+        |row| row.get(0),
+    )?;
+    value.try_into().map_err(|value: Vec<u8>| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            format!("the key hash key is {} bytes, not 16", value.len()).into(),
+        )
+    })
+}
+
+/// What the database says of its keys, from one snapshot of it.
+struct DurableKeys {
+    last_seq: u64,
+    /// Hash of the key at `last_seq`, 0 when there is none.
+    last_hash: u64,
+    /// Rows in `keys`, by the counters.
+    keys: u64,
+}
+
+impl DurableKeys {
+    fn read(conn: &Connection) -> rusqlite::Result<Self> {
+        let tx = conn.unchecked_transaction()?;
+        let (last_seq, keys) = tx.query_row("SELECT last_seq, keys FROM counters", [], |row| {
+            Ok((count(row, 0)?, count(row, 1)?))
+        })?;
+        let last_hash = stored_hash(&tx, last_seq)?.unwrap_or(0);
+        tx.commit()?;
+        Ok(Self {
+            last_seq,
+            last_hash,
+            keys,
+        })
+    }
+}
+
+fn stored_hash(conn: &Connection, seq: u64) -> rusqlite::Result<Option<u64>> {
+    conn.prepare_cached("SELECT hash FROM keys WHERE seq = ?1")?
+        .query_row([to_sql(seq)], |row| row.get::<_, i64>(0))
+        .optional()
+        .map(|hash| hash.map(|h| h as u64))
+}
+
+/// Builds the keydir: the snapshot, when it fits the database, plus the
+/// keys after it; else every key. Returns it and how many keys came from
+/// the database.
+///
+/// # Errors
+/// When the database cannot be read, or its keys disagree with its
+/// counters even when rebuilt from scratch.
+fn load_keydir(
+    conn: &Connection,
+    snapshot_path: &Path,
+    hasher: &KeyHasher,
+    options: &SqliteOptions,
+    durable: &DurableKeys,
+) -> Result<(KeyDir, u64), Box<dyn std::error::Error + Send + Sync>> {
+    let started = Instant::now();
+    let _ = std::fs::remove_file(keydir::temporary_path(snapshot_path));
+    let snapshot = match keydir::read_snapshot(snapshot_path, hasher.key(), options.hash_bits) {
+        Ok(Some((header, keydir))) if snapshot_fits(conn, &header, durable)? => {
+            Some((header.covered_seq, keydir))
+        }
+        Ok(Some(_)) => {
+            tracing::warn!("the keydir snapshot does not match the database; rebuilding the index");
+            None
+        }
+        Ok(None) => None,
+        Err(error) => {
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "the keydir snapshot cannot be used; rebuilding the index"
+            );
+            None
+        }
+    };
+    if snapshot.is_none() {
+        // A snapshot that does not fit must never be read again: new
+        // commits could make it look as if it fit.
+        remove_durably(snapshot_path)?;
+    }
+    let from_snapshot = snapshot.is_some();
+    let (covered_seq, mut keydir) =
+        snapshot.unwrap_or_else(|| (0, KeyDir::with_capacity(options.hash_bits, durable.keys)));
+    let mut replayed = replay_keys(conn, &mut keydir, covered_seq)?;
+    if keydir.len() != durable.keys && from_snapshot {
+        tracing::warn!(
+            held = keydir.len(),
+            keys = durable.keys,
+            "the keydir snapshot and the database disagree; rebuilding the index"
+        );
+        remove_durably(snapshot_path)?;
+        keydir = KeyDir::with_capacity(options.hash_bits, durable.keys);
+        replayed = replay_keys(conn, &mut keydir, 0)?;
+    }
+    if keydir.len() != durable.keys {
+        return Err(format!(
+            "the database holds {} distinct keys but its counters say {}",
+            keydir.len(),
+            durable.keys
+        )
+        .into());
+    }
+    tracing::info!(
+        keys = keydir.len(),
+        memory_bytes = keydir.memory_bytes(),
+        from_snapshot,
+        replayed,
+        elapsed = ?started.elapsed(),
+        "dedup index loaded"
+    );
+    Ok((keydir, replayed))
+}
+
+/// Whether a snapshot is of this database's history: it covers no commit
+/// the database lacks, and its newest key is the one stored at that `seq`.
+fn snapshot_fits(
+    conn: &Connection,
+    header: &SnapshotHeader,
+    durable: &DurableKeys,
+) -> rusqlite::Result<bool> {
+    if header.covered_seq > durable.last_seq {
+        return Ok(false);
+    }
+    let stored = stored_hash(conn, header.covered_seq)?.unwrap_or(0);
+    Ok(stored == header.covered_hash)
+}
+
+/// Keys read from the database before they go into the keydir together
+/// (sorted by where they go): 64 MiB at most.
+const REPLAY_CHUNK_KEYS: usize = 4 << 20;
+
+/// Inserts every `(hash, seq)` with `seq > after` into `keydir`; returns
+/// how many rows were read.
+fn replay_keys(conn: &Connection, keydir: &mut KeyDir, after: u64) -> rusqlite::Result<u64> {
+    let mut statement = conn.prepare("SELECT seq, hash FROM keys WHERE seq > ?1 ORDER BY seq")?;
+    let mut rows = statement.query([to_sql(after)])?;
+    let mut read = 0;
+    let mut chunk: Vec<(u64, u64)> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let seq = seq_from_sql(row.get(0)?);
+        let hash: i64 = row.get(1)?;
+        chunk.push((hash as u64, seq));
+        read += 1;
+        if chunk.len() == REPLAY_CHUNK_KEYS {
+            keydir.insert_all(&mut chunk);
+            chunk.clear();
+        }
+    }
+    keydir.insert_all(&mut chunk);
+    Ok(read)
+}
+
+fn remove_durably(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => match path.parent() {
+            Some(dir) => std::fs::File::open(dir)?.sync_all(),
+            None => Ok(()),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn database_error(error: rusqlite::Error) -> StoreError {
@@ -259,23 +891,7 @@ impl Store for SqliteStore {
         let inner = Arc::clone(&self.inner);
         blocking(move || {
             let mut writer = inner.writer.lock().expect("writer lock");
-            let previous = writer.last_seq;
-            let outcomes =
-                append(&mut writer.conn, &events, received_at).map_err(database_error)?;
-            let last = outcomes
-                .iter()
-                .rev()
-                .find_map(|outcome| match outcome {
-                    Outcome::Stored { seq } => Some(*seq),
-                    Outcome::Duplicate | Outcome::Conflict => None,
-                })
-                .unwrap_or(previous);
-            writer.last_seq = last;
-            Ok(Commit {
-                outcomes,
-                previous,
-                last,
-            })
+            inner.append(&mut writer, &events, received_at)
         })
         .await
     }
@@ -304,13 +920,28 @@ impl Store for SqliteStore {
     }
 
     async fn event(&self, topic: &str, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let hash = self.inner.hasher.hash(topic, event_id);
+        let candidates: Vec<u64> = self
+            .inner
+            .keydir
+            .read()
+            .expect("keydir lock")
+            .candidates(hash)
+            .collect();
+        if candidates.is_empty() {
+            return Ok(None);
+        }
         let (topic, event_id) = (topic.to_owned(), event_id.to_owned());
         self.read(move |conn| {
-            let sql =
-                format!("SELECT {EVENT_COLUMNS} FROM events WHERE topic = ?1 AND event_id = ?2");
-            conn.prepare_cached(&sql)?
-                .query_row(params![topic, event_id], stored_event)
-                .optional()
+            let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq = ?1");
+            let mut stmt = conn.prepare_cached(&sql)?;
+            for seq in candidates {
+                let found = stmt.query_row([to_sql(seq)], stored_event).optional()?;
+                if let Some(event) = found.filter(|e| e.topic == topic && e.event_id == event_id) {
+                    return Ok(Some(event));
+                }
+            }
+            Ok(None)
         })
         .await
     }
@@ -340,9 +971,16 @@ impl Store for SqliteStore {
 
     async fn size_bytes(&self) -> Result<u64, StoreError> {
         let mut total = 0;
-        for suffix in ["", "-wal", "-shm"] {
-            let mut path = self.inner.path.clone().into_os_string();
-            path.push(suffix);
+        let mut files: Vec<PathBuf> = ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| {
+                let mut path = self.inner.path.clone().into_os_string();
+                path.push(suffix);
+                path.into()
+            })
+            .collect();
+        files.push(self.inner.snapshot_path.clone());
+        for path in files {
             match tokio::fs::metadata(&path).await {
                 Ok(meta) => total += meta.len(),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -386,59 +1024,70 @@ fn read_counters(conn: &Connection) -> rusqlite::Result<Counters> {
 }
 
 fn read_last_seq(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |row| {
-        count(row, 0)
-    })
+    conn.prepare_cached("SELECT last_seq FROM counters")?
+        .query_row([], |row| count(row, 0))
 }
 
-/// The write transaction: insert each event, classify the ones the unique
-/// constraint turned away, then update the per-topic and global counters.
+/// What one write transaction did.
+struct Appended {
+    outcomes: Vec<Outcome>,
+    /// `(hash, seq)` of each key it stored, in `seq` order.
+    new_keys: Vec<(u64, u64)>,
+}
+
+/// The write transaction: classify each event against the keys of this
+/// commit and, through the keydir, the stored ones; append the new ones
+/// with their keys; update the per-topic and global counters.
+/// `(last_seq, keys)` is the committed state it starts from.
+///
+/// Classifying needs nothing this transaction writes (repeats within it are
+/// found in memory, earlier keys in committed rows), so the whole batch is
+/// classified first and the new events are then inserted many rows per
+/// statement.
 fn append(
     conn: &mut Connection,
+    keydir: &RwLock<KeyDir>,
+    hasher: &KeyHasher,
     events: &[Event],
     received_at: CommitTime,
-) -> rusqlite::Result<Vec<Outcome>> {
+    (last_seq, keys): (u64, u64),
+) -> rusqlite::Result<Appended> {
     // IMMEDIATE takes the write lock up front, so a checkpoint cannot make
     // the transaction fail half-way with SQLITE_BUSY.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(events.len());
-    let mut topics: HashMap<&str, (u64, u64)> = HashMap::new();
+    // The events to store: index in `events`, and hash.
+    let mut fresh: Vec<(usize, u64)> = Vec::new();
+    // This commit's stored keys, by their full text: the first copy's index.
+    let mut in_commit: HashMap<(&str, &str), usize, FastHash> = HashMap::default();
+    let mut topics: HashMap<&str, (u64, u64), FastHash> = HashMap::default();
     {
-        let mut insert = tx.prepare_cached(INSERT_EVENT)?;
-        let mut stored_content = tx.prepare_cached(SELECT_CONTENT)?;
-        for event in events {
-            let (topic, event_id) = (event.topic.as_str(), event.event_id.as_str());
-            let inserted = insert.execute(params![
-                topic,
-                event_id,
-                event.timestamp,
-                event.source,
-                event.payload.get(),
-                received_at.0,
-            ])?;
-            if inserted == 1 {
-                let seq = seq_from_sql(tx.last_insert_rowid());
-                let entry = topics.entry(topic).or_default();
-                entry.0 += 1;
-                entry.1 = seq;
-                outcomes.push(Outcome::Stored { seq });
+        let mut stored_key = tx.prepare_cached(SELECT_STORED_KEY)?;
+        let keydir = keydir.read().expect("keydir lock");
+        for (index, event) in events.iter().enumerate() {
+            let key = (event.topic.as_str(), event.event_id.as_str());
+            if let Some(&first) = in_commit.get(&key) {
+                let first = &events[first];
+                let same = event.same_content(&first.timestamp, &first.source, first.payload.get());
+                outcomes.push(repeat(same));
                 continue;
             }
-            // The constraint turned it away: only now read the stored copy,
-            // so unique events cost one statement each.
-            let same = stored_content.query_row(params![topic, event_id], |row| {
-                Ok(event.same_content(
-                    row.get_ref(0)?.as_str()?,
-                    row.get_ref(1)?.as_str()?,
-                    row.get_ref(2)?.as_str()?,
-                ))
-            })?;
-            outcomes.push(if same {
-                Outcome::Duplicate
-            } else {
-                Outcome::Conflict
-            });
+            let hash = hasher.hash(key.0, key.1);
+            if let Some(same) = stored_copy(&mut stored_key, &keydir, hash, event)? {
+                outcomes.push(repeat(same));
+                continue;
+            }
+            in_commit.insert(key, index);
+            fresh.push((index, hash));
+            let seq = last_seq + fresh.len() as u64;
+            let entry = topics.entry(key.0).or_default();
+            entry.0 += 1;
+            entry.1 = seq;
+            outcomes.push(Outcome::Stored { seq });
         }
+    }
+    insert_fresh(&tx, events, &fresh, last_seq, received_at)?;
+    {
         let mut upsert_topic = tx.prepare_cached(
             "INSERT INTO topics (topic, events, last_seq) VALUES (?1, ?2, ?3)
              ON CONFLICT (topic) DO UPDATE SET
@@ -447,7 +1096,7 @@ fn append(
         for (topic, (count, last_seq)) in &topics {
             upsert_topic.execute(params![topic, to_sql(*count), to_sql(*last_seq)])?;
         }
-        let unique: u64 = topics.values().map(|(count, _)| count).sum();
+        let unique = fresh.len() as u64;
         let conflicts = outcomes
             .iter()
             .filter(|o| matches!(o, Outcome::Conflict))
@@ -457,17 +1106,154 @@ fn append(
             "UPDATE counters SET received = received + ?1,
                 unique_processed = unique_processed + ?2,
                 duplicate_dropped = duplicate_dropped + ?3,
-                conflicts = conflicts + ?4",
+                conflicts = conflicts + ?4,
+                last_seq = ?5,
+                keys = ?6",
         )?
         .execute(params![
             to_sql(received),
             to_sql(unique),
             to_sql(received - unique),
-            to_sql(conflicts)
+            to_sql(conflicts),
+            to_sql(last_seq + unique),
+            to_sql(keys + unique),
         ])?;
     }
     tx.commit()?;
-    Ok(outcomes)
+    let new_keys = (last_seq + 1..)
+        .zip(&fresh)
+        .map(|(seq, &(_, hash))| (hash, seq))
+        .collect();
+    Ok(Appended { outcomes, new_keys })
+}
+
+/// Hashing for the maps of one commit: fast, seeded per process, never
+/// persisted.
+type FastHash = foldhash::fast::RandomState;
+
+/// Rows per multi-row `INSERT`: SQLite then keeps its cursors open from row
+/// to row instead of seeking from the root for each.
+const ROWS_PER_INSERT: usize = 64;
+
+/// Inserts the `fresh` events and their keys, `seq` from `last_seq + 1` on:
+/// full chunks of [`ROWS_PER_INSERT`] rows per statement, the rest one by
+/// one.
+fn insert_fresh(
+    tx: &rusqlite::Transaction<'_>,
+    events: &[Event],
+    fresh: &[(usize, u64)],
+    last_seq: u64,
+    received_at: CommitTime,
+) -> rusqlite::Result<()> {
+    let rows = (last_seq + 1..)
+        .zip(fresh)
+        .map(|(seq, &(index, hash))| Row {
+            seq,
+            event: &events[index],
+            hash,
+            received_at,
+        });
+    let full = fresh.len() - fresh.len() % ROWS_PER_INSERT;
+    let mut insert_events = tx.prepare_cached(&multi_row(INSERT_EVENT, ROWS_PER_INSERT))?;
+    let mut insert_keys = tx.prepare_cached(&multi_row(INSERT_KEY, ROWS_PER_INSERT))?;
+    let mut insert_event = tx.prepare_cached(INSERT_EVENT)?;
+    let mut insert_key = tx.prepare_cached(INSERT_KEY)?;
+    for (position, row) in rows.enumerate() {
+        if position < full {
+            let offset = position % ROWS_PER_INSERT;
+            row.bind(&mut insert_events, &mut insert_keys, offset)?;
+            if offset == ROWS_PER_INSERT - 1 {
+                insert_events.raw_execute()?;
+                insert_keys.raw_execute()?;
+            }
+        } else {
+            row.bind(&mut insert_event, &mut insert_key, 0)?;
+            insert_event.raw_execute()?;
+            insert_key.raw_execute()?;
+        }
+    }
+    Ok(())
+}
+
+/// One new event's row in `events` and in `keys`.
+struct Row<'a> {
+    seq: u64,
+    event: &'a Event,
+    hash: u64,
+    received_at: CommitTime,
+}
+
+impl Row<'_> {
+    /// Binds this row as the `offset`-th row of the two inserts.
+    fn bind(
+        &self,
+        insert_event: &mut rusqlite::Statement<'_>,
+        insert_key: &mut rusqlite::Statement<'_>,
+        offset: usize,
+    ) -> rusqlite::Result<()> {
+        let (at, seq) = (offset * 7, to_sql(self.seq));
+        insert_event.raw_bind_parameter(at + 1, seq)?;
+        insert_event.raw_bind_parameter(at + 2, self.event.topic.as_str())?;
+        insert_event.raw_bind_parameter(at + 3, self.event.event_id.as_str())?;
+        insert_event.raw_bind_parameter(at + 4, self.event.timestamp.as_str())?;
+        insert_event.raw_bind_parameter(at + 5, self.event.source.as_str())?;
+        insert_event.raw_bind_parameter(at + 6, self.event.payload.get())?;
+        insert_event.raw_bind_parameter(at + 7, self.received_at.0)?;
+        insert_key.raw_bind_parameter(offset * 2 + 1, seq)?;
+        insert_key.raw_bind_parameter(offset * 2 + 2, self.hash as i64)?;
+        Ok(())
+    }
+}
+
+/// `insert` (an `INSERT ... VALUES (?1, ..., ?n)`) for `rows` rows, with
+/// anonymous parameters numbered in order.
+fn multi_row(insert: &str, rows: usize) -> String {
+    let (head, values) = insert.split_once("VALUES").expect("an INSERT with VALUES");
+    let columns = values.matches('?').count();
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    format!("{head}VALUES {}", vec![row; rows].join(", "))
+}
+
+/// A later copy of a stored key: a duplicate, and a conflict too when its
+/// content differs.
+fn repeat(same_content: bool) -> Outcome {
+    if same_content {
+        Outcome::Duplicate
+    } else {
+        Outcome::Conflict
+    }
+}
+
+/// Verifies the keydir's candidates for `event`'s key against the stored
+/// rows: `Some(same content)` when one of them holds that key, `None` when
+/// none does (the key is new).
+fn stored_copy(
+    stored_key: &mut rusqlite::CachedStatement<'_>,
+    keydir: &KeyDir,
+    hash: u64,
+    event: &Event,
+) -> rusqlite::Result<Option<bool>> {
+    for seq in keydir.candidates(hash) {
+        let verified = stored_key
+            .query_row([to_sql(seq)], |row| {
+                let same_key = row.get_ref(0)?.as_str()? == event.topic.as_str()
+                    && row.get_ref(1)?.as_str()? == event.event_id.as_str();
+                if !same_key {
+                    return Ok(None);
+                }
+                Ok(Some(event.same_content(
+                    row.get_ref(2)?.as_str()?,
+                    row.get_ref(3)?.as_str()?,
+                    row.get_ref(4)?.as_str()?,
+                )))
+            })
+            .optional()?
+            .flatten();
+        if verified.is_some() {
+            return Ok(verified);
+        }
+    }
+    Ok(None)
 }
 
 fn stored_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
@@ -487,9 +1273,9 @@ fn stored_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     })
 }
 
-/// `seq` is a rowid: positive and far below `i64::MAX`.
+/// `seq` is a rowid this module wrote: positive and far below `i64::MAX`.
 fn seq_from_sql(rowid: i64) -> u64 {
-    u64::try_from(rowid).expect("rowids assigned by SQLite are positive")
+    u64::try_from(rowid).expect("seqs written by the store are positive")
 }
 
 /// Clamps a count or a client-supplied `seq` into SQLite's integer range.
@@ -508,6 +1294,10 @@ fn count(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
     use super::*;
     use crate::event::{FieldLimits, WireEvent};
 
@@ -523,59 +1313,106 @@ mod tests {
         events.to_vec().into()
     }
 
+    fn numbered(topic: &str, ids: std::ops::Range<usize>) -> Arc<[Event]> {
+        ids.map(|i| event(topic, &i.to_string(), "{}"))
+            .collect::<Vec<_>>()
+            .into()
+    }
+
+    fn options(hash_bits: u32, snapshot_keys: u64) -> SqliteOptions {
+        SqliteOptions {
+            sync: SyncMode::Full,
+            snapshot_keys,
+            hash_bits,
+        }
+    }
+
+    fn open(dir: &Path, options: SqliteOptions) -> SqliteStore {
+        SqliteStore::open(dir, &options).expect("open")
+    }
+
+    async fn all_new(store: &SqliteStore, events: Arc<[Event]>) -> bool {
+        let commit = store.append(events, CommitTime(0)).await.expect("append");
+        commit
+            .outcomes
+            .iter()
+            .all(|o| matches!(o, Outcome::Stored { .. }))
+    }
+
+    async fn all_duplicates(store: &SqliteStore, events: Arc<[Event]>) -> bool {
+        let commit = store.append(events, CommitTime(0)).await.expect("append");
+        commit.outcomes.iter().all(|o| *o == Outcome::Duplicate) && commit.previous == commit.last
+    }
+
     #[tokio::test]
-    async fn append_classifies_new_duplicate_and_conflict() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = SqliteStore::open(dir.path(), SyncMode::Full).expect("open");
-        let (a, a_again, a_changed, b) = (
-            event("t", "1", "{}"),
-            event("t", "1", "{ }"),
-            event("t", "1", r#"{"x":1}"#),
-            event("u", "1", "{}"),
-        );
-        let commit = store
-            .append(batch(&[a, a_again, a_changed, b]), CommitTime(0))
-            .await
-            .expect("append");
-        assert_eq!(
-            commit,
-            Commit {
-                outcomes: vec![
-                    Outcome::Stored { seq: 1 },
-                    Outcome::Duplicate,
-                    Outcome::Conflict,
-                    Outcome::Stored { seq: 2 }
-                ],
-                previous: 0,
-                last: 2,
-            }
-        );
-        let stats = store.stats().await.expect("stats");
-        assert_eq!(
-            stats.counters,
-            Counters {
-                received: 4,
-                unique_processed: 2,
-                duplicate_dropped: 2,
-                conflicts: 1
-            }
-        );
-        assert_eq!(stats.last_seq, 2);
-        assert_eq!(stats.topics.len(), 2);
-        assert_eq!((stats.topics[0].events, stats.topics[0].last_seq), (1, 1));
+    async fn append_classifies_new_duplicate_and_conflict_at_any_hash_width() {
+        for hash_bits in [64, 1] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let store = open(dir.path(), options(hash_bits, 1_000));
+            let (a, a_again, a_changed, b) = (
+                event("t", "1", "{}"),
+                event("t", "1", "{ }"),
+                event("t", "1", r#"{"x":1}"#),
+                event("u", "1", "{}"),
+            );
+            let first = store
+                .append(
+                    batch(&[a.clone(), a_again.clone(), b.clone()]),
+                    CommitTime(0),
+                )
+                .await
+                .expect("append");
+            assert_eq!(
+                first,
+                Commit {
+                    outcomes: vec![
+                        Outcome::Stored { seq: 1 },
+                        Outcome::Duplicate,
+                        Outcome::Stored { seq: 2 }
+                    ],
+                    previous: 0,
+                    last: 2,
+                },
+                "{hash_bits} bits"
+            );
+            // The same keys in a later commit go through the keydir.
+            let second = store
+                .append(batch(&[a_changed, b, a_again]), CommitTime(0))
+                .await
+                .expect("append");
+            assert_eq!(
+                second,
+                Commit {
+                    outcomes: vec![Outcome::Conflict, Outcome::Duplicate, Outcome::Duplicate],
+                    previous: 2,
+                    last: 2,
+                },
+                "{hash_bits} bits"
+            );
+            let stats = store.stats().await.expect("stats");
+            assert_eq!(
+                stats.counters,
+                Counters {
+                    received: 6,
+                    unique_processed: 2,
+                    duplicate_dropped: 4,
+                    conflicts: 1
+                }
+            );
+            assert_eq!(stats.last_seq, 2);
+            assert_eq!(stats.topics.len(), 2);
+            assert_eq!((stats.topics[0].events, stats.topics[0].last_seq), (1, 1));
+        }
     }
 
     #[tokio::test]
     async fn reopening_keeps_events_counters_and_the_seq_range() {
         let dir = tempfile::tempdir().expect("temp dir");
         {
-            let store = SqliteStore::open(dir.path(), SyncMode::Full).expect("open");
-            store
-                .append(batch(&[event("t", "1", "{}")]), CommitTime(0))
-                .await
-                .expect("append");
+            let store = open(dir.path(), options(64, 1_000));
+            assert!(all_new(&store, batch(&[event("t", "1", "{}")])).await);
         }
-        let store = SqliteStore::open(dir.path(), SyncMode::Full).expect("reopen");
+        let store = open(dir.path(), options(64, 1_000));
         let commit = store
             .append(
                 batch(&[event("t", "1", "{}"), event("t", "2", "{}")]),
@@ -589,5 +1426,343 @@ mod tests {
         );
         assert_eq!(store.last_seq().await.expect("last seq"), 2);
         assert_eq!(store.stats().await.expect("stats").counters.received, 3);
+    }
+
+    #[tokio::test]
+    async fn a_lookup_by_key_finds_only_that_key_when_every_hash_collides() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path(), options(1, 1_000));
+        assert!(all_new(&store, numbered("a", 0..50)).await);
+        assert!(all_new(&store, numbered("b", 0..50)).await);
+        for (topic, id) in [("a", "7"), ("b", "7"), ("b", "49")] {
+            let found = store
+                .event(topic, id)
+                .await
+                .expect("lookup")
+                .expect("found");
+            assert_eq!((found.topic.as_str(), found.event_id.as_str()), (topic, id));
+        }
+        assert!(store.event("a", "50").await.expect("lookup").is_none());
+        assert!(store.event("c", "7").await.expect("lookup").is_none());
+    }
+
+    #[tokio::test]
+    async fn reopening_loads_the_snapshot_and_replays_the_keys_after_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let snapshot = dir.path().join(SNAPSHOT_FILE);
+        {
+            let store = open(dir.path(), options(64, 100));
+            for chunk in 0..5 {
+                assert!(all_new(&store, numbered("t", chunk * 60..chunk * 60 + 60)).await);
+            }
+        }
+        // Dropping the store waited for the snapshot being written.
+        let (header, _) = keydir::read_snapshot(&snapshot, read_key(dir.path()), 64)
+            .expect("readable")
+            .expect("a snapshot was written");
+        assert!((100..=300).contains(&header.covered_seq), "{header:?}");
+        let store = open(dir.path(), options(64, 100));
+        assert!(all_duplicates(&store, numbered("t", 0..300)).await);
+        assert!(all_new(&store, numbered("t", 300..310)).await);
+    }
+
+    fn read_key(dir: &Path) -> [u8; 16] {
+        let conn = Connection::open(dir.join(DB_FILE)).expect("open");
+        read_hash_key(&conn).expect("hash key")
+    }
+
+    #[tokio::test]
+    async fn a_damaged_snapshot_is_ignored_and_the_keydir_rebuilt() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let snapshot = dir.path().join(SNAPSHOT_FILE);
+        {
+            let store = open(dir.path(), options(64, 10));
+            assert!(all_new(&store, numbered("t", 0..100)).await);
+        }
+        let mut bytes = std::fs::read(&snapshot).expect("a snapshot was written");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 1;
+        std::fs::write(&snapshot, &bytes).expect("damage it");
+        let store = open(dir.path(), options(64, 1_000));
+        assert!(!snapshot.exists(), "the damaged snapshot is removed");
+        assert!(all_duplicates(&store, numbered("t", 0..100)).await);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_newer_than_the_database_is_not_used() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let snapshot = dir.path().join(SNAPSHOT_FILE);
+        let old_db = dir.path().join("old.db");
+        {
+            let store = open(dir.path(), options(64, 1_000_000));
+            assert!(all_new(&store, numbered("t", 0..50)).await);
+        }
+        std::fs::copy(dir.path().join(DB_FILE), &old_db).expect("copy");
+        let mut next = 50;
+        {
+            // Commit until a snapshot covers more than the 50 (the one
+            // taken at open covers exactly those).
+            let store = open(dir.path(), options(64, 10));
+            let key = read_key(dir.path());
+            loop {
+                assert!(all_new(&store, numbered("t", next..next + 10)).await);
+                next += 10;
+                let covered = keydir::read_snapshot(&snapshot, key, 64)
+                    .ok()
+                    .flatten()
+                    .map_or(0, |(header, _)| header.covered_seq);
+                if covered > 50 {
+                    break;
+                }
+                assert!(next < 1_000, "no snapshot beyond seq 50 was written");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        // The database goes back to 50 events (a lost commit, a restored
+        // copy); the snapshot covers more.
+        std::fs::copy(&old_db, dir.path().join(DB_FILE)).expect("restore");
+        let store = open(dir.path(), options(64, 1_000_000));
+        assert!(
+            !snapshot.exists(),
+            "the snapshot from the future is removed"
+        );
+        assert!(all_duplicates(&store, numbered("t", 0..50)).await);
+        // Seqs 51.. are taken again, by other keys than the snapshot knew.
+        assert!(all_new(&store, numbered("u", 0..120)).await);
+        assert!(all_new(&store, numbered("t", 50..next)).await);
+    }
+
+    /// Schema version 1, as the builds before the keydir wrote it.
+    const SCHEMA_V1: &str = "
+        CREATE TABLE events (
+            seq INTEGER PRIMARY KEY, topic TEXT NOT NULL, event_id TEXT NOT NULL,
+            timestamp TEXT NOT NULL, source TEXT NOT NULL, payload TEXT NOT NULL,
+            received_at INTEGER NOT NULL, UNIQUE (topic, event_id));
+        CREATE INDEX events_by_topic ON events (topic, seq);
+        CREATE TABLE topics (topic TEXT PRIMARY KEY, events INTEGER NOT NULL,
+            last_seq INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE counters (id INTEGER PRIMARY KEY CHECK (id = 0), received INTEGER NOT NULL,
+            unique_processed INTEGER NOT NULL, duplicate_dropped INTEGER NOT NULL,
+            conflicts INTEGER NOT NULL);
+        INSERT INTO counters VALUES (0, 5, 3, 2, 1);
+        INSERT INTO events VALUES
+            (1, 'a', '1', '2025-01-01T00:00:00Z', 's', '{}', 1000),
+            (2, 'b', '1', '2025-01-01T00:00:00Z', 's', '{}', 1000),
+            (3, 'a', '2', '2025-01-01T00:00:00Z', 's', '{}', 2000);
+        INSERT INTO topics VALUES ('a', 2, 3), ('b', 1, 2);
+        PRAGMA journal_mode = WAL;
+        PRAGMA user_version = 1;
+    ";
+
+    #[tokio::test]
+    async fn a_schema_1_store_is_refused_until_migrated_and_keeps_everything() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Connection::open(dir.path().join(DB_FILE))
+            .and_then(|conn| conn.execute_batch(SCHEMA_V1))
+            .expect("a schema 1 store");
+        let refused = SqliteStore::open(dir.path(), &options(64, 1_000)).err();
+        assert!(
+            matches!(refused, Some(StoreError::NeedsMigration { found: 1, .. })),
+            "{refused:?}"
+        );
+        let message = refused.expect("refused").to_string();
+        assert!(message.contains("logagg migrate --data-dir"), "{message}");
+
+        let migration = SqliteStore::migrate(dir.path()).expect("migrate");
+        assert_eq!((migration.from_version, migration.events), (1, 3));
+        assert!(migration.old_copy.expect("kept").exists());
+        let again = SqliteStore::migrate(dir.path()).expect("migrate again");
+        assert_eq!((again.from_version, again.old_copy), (SCHEMA_VERSION, None));
+
+        let store = open(dir.path(), options(64, 1_000));
+        let stats = store.stats().await.expect("stats");
+        assert_eq!(
+            (
+                stats.counters.received,
+                stats.counters.conflicts,
+                stats.last_seq
+            ),
+            (5, 1, 3)
+        );
+        assert_eq!(stats.topics.len(), 2);
+        let found = store.event("a", "2").await.expect("lookup").expect("found");
+        assert_eq!(
+            (found.seq, found.received_at.as_str()),
+            (3, "1970-01-01T00:00:02.000Z")
+        );
+        let commit = store
+            .append(
+                batch(&[
+                    event("a", "1", "{}"),
+                    event("b", "1", "{}"),
+                    event("b", "2", "{}"),
+                ]),
+                CommitTime(0),
+            )
+            .await
+            .expect("append");
+        assert_eq!(
+            commit.outcomes,
+            vec![
+                Outcome::Duplicate,
+                Outcome::Duplicate,
+                Outcome::Stored { seq: 4 }
+            ]
+        );
+    }
+
+    /// One step of the model test.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Events as (topic, id, content) indexes.
+        Append(Vec<(usize, usize, usize)>),
+        /// Close the store and open it again (with a snapshot, when one
+        /// was due).
+        Reopen,
+    }
+
+    const TOPICS: [&str; 2] = ["m.a", "m.b"];
+    const PAYLOADS: [&str; 3] = ["{}", r#"{"v":1}"#, r#"{ "v" : 1 }"#];
+
+    fn model_event((topic, id, content): (usize, usize, usize)) -> Event {
+        event(TOPICS[topic], &id.to_string(), PAYLOADS[content])
+    }
+
+    /// The first-stored content of each key, and the keys in `seq` order.
+    #[derive(Default)]
+    struct Model {
+        stored: BTreeMap<(usize, usize), usize>,
+        order: Vec<(usize, usize)>,
+        counters: Counters,
+    }
+
+    impl Model {
+        fn append(&mut self, events: &[(usize, usize, usize)]) -> Commit {
+            let previous = self.order.len() as u64;
+            let outcomes = events
+                .iter()
+                .map(|&(topic, id, content)| {
+                    self.counters.received += 1;
+                    match self.stored.get(&(topic, id)) {
+                        None => {
+                            self.stored.insert((topic, id), content);
+                            self.order.push((topic, id));
+                            self.counters.unique_processed += 1;
+                            Outcome::Stored {
+                                seq: self.order.len() as u64,
+                            }
+                        }
+                        Some(&first) => {
+                            self.counters.duplicate_dropped += 1;
+                            // Payloads 1 and 2 are the same JSON value.
+                            if first == content
+                                || first.min(content) == 1 && first.max(content) == 2
+                            {
+                                Outcome::Duplicate
+                            } else {
+                                self.counters.conflicts += 1;
+                                Outcome::Conflict
+                            }
+                        }
+                    }
+                })
+                .collect();
+            Commit {
+                outcomes,
+                previous,
+                last: self.order.len() as u64,
+            }
+        }
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let event = (0..TOPICS.len(), 0..6usize, 0..PAYLOADS.len());
+        prop_oneof![
+            4 => prop::collection::vec(event, 1..8).prop_map(Step::Append),
+            1 => Just(Step::Reopen),
+        ]
+    }
+
+    async fn check_against_model(
+        options: SqliteOptions,
+        steps: Vec<Step>,
+    ) -> Result<(), TestCaseError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut store = open(dir.path(), options);
+        let mut model = Model::default();
+        for (i, step) in steps.iter().enumerate() {
+            match step {
+                Step::Append(events) => {
+                    let sent: Vec<Event> = events.iter().copied().map(model_event).collect();
+                    let commit = store
+                        .append(batch(&sent), CommitTime(0))
+                        .await
+                        .expect("append");
+                    prop_assert_eq!(commit, model.append(events), "step {}", i);
+                }
+                Step::Reopen => {
+                    drop(store);
+                    store = open(dir.path(), options);
+                }
+            }
+        }
+        let stats = store.stats().await.expect("stats");
+        prop_assert_eq!(&stats.counters, &model.counters);
+        prop_assert_eq!(stats.last_seq, model.order.len() as u64);
+        let events = store
+            .events(EventQuery {
+                topic: None,
+                after: 0,
+                limit: 100,
+            })
+            .await
+            .expect("events");
+        let keys: Vec<(String, String)> = events
+            .iter()
+            .map(|e| (e.topic.clone(), e.event_id.clone()))
+            .collect();
+        let expected: Vec<(String, String)> = model
+            .order
+            .iter()
+            .map(|&(topic, id)| (TOPICS[topic].to_owned(), id.to_string()))
+            .collect();
+        prop_assert_eq!(keys, expected);
+        for (topic, name) in TOPICS.iter().enumerate() {
+            for id in 0..6 {
+                let found = store.event(name, &id.to_string()).await.expect("lookup");
+                let content = found.map(|e| e.payload.get().to_owned());
+                let expected = model
+                    .stored
+                    .get(&(topic, id))
+                    .map(|&c| PAYLOADS[c].to_owned());
+                prop_assert_eq!(content, expected, "lookup of {:?}", (topic, id));
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// The store against a plain map, first write wins; with hash widths
+        /// down to 1 bit (every key collides), snapshots after every few
+        /// keys, and reopens between commits.
+        #[test]
+        fn the_store_agrees_with_a_plain_model(
+            hash_bits in prop_oneof![Just(1u32), Just(2), Just(64)],
+            snapshot_keys in prop_oneof![Just(1u64), Just(4), Just(1_000)],
+            normal in any::<bool>(),
+            steps in prop::collection::vec(step(), 1..16),
+        ) {
+            let options = SqliteOptions {
+                sync: if normal { SyncMode::Normal } else { SyncMode::Full },
+                snapshot_keys,
+                hash_bits,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a tokio runtime");
+            runtime.block_on(check_against_model(options, steps))?;
+        }
     }
 }

@@ -268,6 +268,13 @@ impl ChildServer {
         }
     }
 
+    /// SIGKILL at once (no `kill` process in between) and waits for the
+    /// exit.
+    pub fn kill_now(mut self) -> std::process::ExitStatus {
+        self.child.kill().expect("sending SIGKILL");
+        self.child.wait().expect("waiting for child")
+    }
+
     /// Sends `signal` (e.g. "TERM", "KILL") and waits for the process to exit.
     pub async fn signal_and_wait(mut self, signal: &str) -> std::process::ExitStatus {
         let status = Command::new("kill")

@@ -390,3 +390,85 @@ async fn sigterm_answers_in_flight_publishes_before_exiting() {
     let status = server.signal_and_wait("TERM").await;
     assert_eq!(status.code(), Some(0));
 }
+
+/// Issue 14: the keydir (the in-memory dedup index) is snapshotted to a file
+/// while commits go on. A SIGKILL in the middle of writing a snapshot must
+/// cost nothing: after the restart every acknowledged event is there once,
+/// and every resend is a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_sigkill_during_a_snapshot_of_the_index_acknowledged_events_and_duplicates_hold() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let unfinished = dir.path().join("keydir.snapshot.tmp");
+    // Snapshots as often as the store allows (every eighth of growth, here
+    // every few commits), so one is under way much of the time.
+    let args = ["--index-snapshot-keys", "1"];
+    let mut attempts: Vec<Attempt> = Vec::new();
+    let mut killed_mid_snapshot = 0;
+    for round in 0..6 {
+        let server = ChildServer::start_with(dir.path(), &args).await;
+        if round > 0 {
+            check_store(&server.api, &attempts).await;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(AtomicUsize::new(0));
+        let publishers: Vec<_> = (0..4)
+            .map(|i| {
+                tokio::spawn(publisher(
+                    server.api.separate_client(),
+                    format!("snap{round}-p{i}"),
+                    Arc::clone(&stop),
+                    Arc::clone(&acked),
+                    false,
+                ))
+            })
+            .collect();
+        let deadline = Instant::now() + PHASE_TIMEOUT;
+        // Some acks first, then the first moment a snapshot is under way.
+        while acked.load(Ordering::SeqCst) < 20 || !unfinished.exists() {
+            assert!(Instant::now() < deadline, "no snapshot was seen under way");
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let status = server.kill_now();
+        assert!(!status.success(), "SIGKILL is not a clean exit: {status}");
+        if unfinished.exists() {
+            killed_mid_snapshot += 1;
+        }
+        stop.store(true, Ordering::SeqCst);
+        for publisher in publishers {
+            let done = tokio::time::timeout(PHASE_TIMEOUT, publisher)
+                .await
+                .expect("publishers stop in time")
+                .expect("publisher task did not panic");
+            attempts.extend(done);
+        }
+        if killed_mid_snapshot >= 2 {
+            break;
+        }
+    }
+    eprintln!("{killed_mid_snapshot} kill(s) landed while a snapshot was being written");
+    assert!(
+        killed_mid_snapshot > 0,
+        "no kill landed while a snapshot was being written"
+    );
+
+    // (The restarted server may start a snapshot of its own right away, so
+    // whether the unfinished file is there says nothing here.)
+    let server = ChildServer::start_with(dir.path(), &args).await;
+    let before = check_store(&server.api, &attempts).await;
+    // Everything again: the acknowledged part must all be duplicates.
+    let counters = server.api.counters().await;
+    for attempt in &attempts {
+        if matches!(attempt.answer, Answer::Acked) {
+            let answer = server.api.publish_ok(&json!(attempt.events)).await;
+            assert_eq!(
+                answer["unique"], 0,
+                "a resent acknowledged request: {answer}"
+            );
+        }
+    }
+    let after = server.api.counters().await;
+    assert_eq!(after.unique_processed, counters.unique_processed);
+    assert_eq!(check_store(&server.api, &attempts).await, before);
+    let status = server.signal_and_wait("TERM").await;
+    assert_eq!(status.code(), Some(0));
+}

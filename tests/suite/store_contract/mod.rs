@@ -1,6 +1,8 @@
 //! The store contract (the module docs of `src/store/mod.rs`), checked
-//! against every store through the `Store` trait: the embedded SQLite store
-//! and PostgreSQL (a real server, see [`crate::postgres`]). Each check is
+//! against every store through the `Store` trait: the embedded SQLite store,
+//! the same with a 2-bit key hash (nearly every key collides, so every
+//! dedup answer rests on verifying the stored row), and PostgreSQL (a real
+//! server, see [`crate::postgres`]). Each check is
 //! written once, as an `async fn(Fixture)`, and [`contract_tests!`] makes
 //! one test per store of it, so a failure names its store
 //! (`store_contract::postgres::...`). [`model`] checks whole servers against
@@ -14,8 +16,8 @@ use std::time::Duration;
 use crate::dedup::counters;
 use logagg::event::{Event, FieldLimits, WireEvent};
 use logagg::store::{
-    self, Commit, CommitTime, EventQuery, Outcome, Store, StoreConfig, StoreError, StoreLocation,
-    SyncMode,
+    self, Commit, CommitTime, EventQuery, Outcome, SqliteOptions, Store, StoreConfig, StoreError,
+    StoreLocation, SyncMode,
 };
 
 #[cfg(feature = "postgres")]
@@ -25,6 +27,8 @@ use crate::postgres::Postgres;
 #[derive(Debug, Clone, Copy)]
 pub enum Backend {
     Sqlite,
+    /// The embedded store keeping 2 bits of each key hash.
+    SqliteColliding,
     #[cfg(feature = "postgres")]
     Postgres,
 }
@@ -33,6 +37,8 @@ pub enum Backend {
 pub struct Fixture {
     dir: tempfile::TempDir,
     location: StoreLocation,
+    /// Bits of each key hash the embedded store keeps.
+    hash_bits: u32,
     /// The cluster and database name, for PostgreSQL.
     #[cfg(feature = "postgres")]
     database: Option<(&'static Postgres, String)>,
@@ -48,9 +54,13 @@ impl Fixture {
     pub async fn new(backend: Backend, test: &str) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         match backend {
-            Backend::Sqlite => Some(Self {
+            Backend::Sqlite | Backend::SqliteColliding => Some(Self {
                 dir,
                 location: StoreLocation::Embedded,
+                hash_bits: match backend {
+                    Backend::SqliteColliding => 2,
+                    _ => 64,
+                },
                 #[cfg(feature = "postgres")]
                 database: None,
             }),
@@ -61,6 +71,7 @@ impl Fixture {
                 Some(Self {
                     dir,
                     location: StoreLocation::parse(&database.url).expect("a valid URL"),
+                    hash_bits: 64,
                     database: Some((postgres, database.name)),
                 })
             }
@@ -75,7 +86,10 @@ impl Fixture {
         StoreConfig {
             location: self.location(),
             data_dir: self.dir.path().to_path_buf(),
-            sync: SyncMode::Full,
+            embedded: SqliteOptions {
+                hash_bits: self.hash_bits,
+                ..SqliteOptions::new(SyncMode::Full)
+            },
             pool_size: 4.try_into().expect("non-zero"),
         }
     }
@@ -118,6 +132,19 @@ macro_rules! contract_tests {
                 async fn $check() {
                     if let Some(fixture) =
                         super::Fixture::new(super::Backend::Sqlite, stringify!($check)).await
+                    {
+                        super::$check(fixture).await;
+                    }
+                }
+            )*
+        }
+        mod sqlite_colliding {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    if let Some(fixture) =
+                        super::Fixture::new(super::Backend::SqliteColliding, stringify!($check))
+                            .await
                     {
                         super::$check(fixture).await;
                     }
