@@ -237,6 +237,13 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             supported: SCHEMA_VERSION,
         });
     }
+    if version == SCHEMA_VERSION {
+        // Nothing to do, so write nothing: setting `user_version` appends a
+        // frame to the WAL even when the value is unchanged, and on a full
+        // disk that made the server refuse to start (issue 11). Opening an
+        // existing store only reads.
+        return Ok(());
+    }
     conn.execute_batch(SCHEMA).map_err(database_error)?;
     conn.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(database_error)
