@@ -11,17 +11,17 @@
 //! `serde_json::Value` cannot do this without its crate-wide
 //! `arbitrary_precision` feature (which would change every number parsed
 //! anywhere in the binary): it rounds integers beyond 64 bits to `f64`. So
-//! each text is read into an [`Exact`] tree whose numbers are kept as a
-//! canonical decimal, using `serde_json`'s own parser for the syntax: an
-//! object or array is read as raw values, and each is read again one level
-//! down. That costs one pass per level of nesting, which the ingest depth
-//! limit bounds, and it only runs for a duplicate whose bytes differ from
-//! the stored copy (byte-identical re-sends never get here).
+//! each text is read, in one pass, into an [`Exact`] tree whose numbers are
+//! canonical decimals and whose strings are borrowed unless they hold
+//! escapes (which `serde_json` decodes). One pass matters: this runs on the
+//! single consumer for every duplicate whose bytes differ from the stored
+//! copy (byte-identical re-sends never get here), and reading each nesting
+//! level again, as parsing raw values level by level would, costs depth ×
+//! size, which a large and deep payload turns into a stall of every
+//! commit (`benches/same_content.rs` has such a case).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-
-use serde_json::value::RawValue;
 
 /// Whether `a` and `b` are the same JSON value. A text that is not JSON
 /// equals nothing (not even itself, unless the bytes are identical, which
@@ -32,6 +32,10 @@ pub(crate) fn same_json(a: &str, b: &str) -> bool {
         _ => false,
     }
 }
+
+/// Deeper nesting is refused (as `serde_json` does past 128), so that no
+/// text can exhaust the stack; ingest allows at most 120 levels.
+const DEPTH_MAX: usize = 128;
 
 /// A JSON value whose numbers keep their exact value.
 #[derive(Debug, PartialEq, Eq)]
@@ -45,40 +49,152 @@ enum Exact<'a> {
 }
 
 impl<'a> Exact<'a> {
+    /// The value of a whole JSON text; `None` when it is not JSON.
     fn parse(text: &'a str) -> Option<Self> {
-        let raw: &RawValue = serde_json::from_str(text).ok()?;
-        Self::from_raw(raw)
+        let mut reader = Reader {
+            text,
+            at: 0,
+            depth: 0,
+        };
+        let value = reader.value()?;
+        reader.skip_whitespace();
+        (reader.at == text.len()).then_some(value)
+    }
+}
+
+/// A cursor over a JSON text.
+struct Reader<'a> {
+    text: &'a str,
+    /// Byte offset of the next unread byte; always on a char boundary.
+    at: usize,
+    depth: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn value(&mut self) -> Option<Exact<'a>> {
+        self.skip_whitespace();
+        match *self.text.as_bytes().get(self.at)? {
+            b'{' => self.object(),
+            b'[' => self.array(),
+            b'"' => self.string().map(Exact::String),
+            b't' => self.literal("true", Exact::Bool(true)),
+            b'f' => self.literal("false", Exact::Bool(false)),
+            b'n' => self.literal("null", Exact::Null),
+            _ => self.number(),
+        }
     }
 
-    fn from_raw(raw: &'a RawValue) -> Option<Self> {
-        let text = raw.get();
-        Some(match text.as_bytes().first()? {
-            b'{' => {
-                // Later duplicates of a key replace earlier ones, as the map
-                // is filled in order.
-                let members: BTreeMap<Cow<'a, str>, &'a RawValue> =
-                    serde_json::from_str(text).ok()?;
-                let mut object = BTreeMap::new();
-                for (key, value) in members {
-                    object.insert(key, Self::from_raw(value)?);
+    fn object(&mut self) -> Option<Exact<'a>> {
+        self.enter()?;
+        let mut members = BTreeMap::new();
+        if !self.eat(b'}') {
+            loop {
+                self.skip_whitespace();
+                let key = self.string()?;
+                if !self.eat(b':') {
+                    return None;
                 }
-                Self::Object(object)
+                // A repeated key keeps its last value, as in serde_json.
+                members.insert(key, self.value()?);
+                if self.eat(b'}') {
+                    break;
+                }
+                if !self.eat(b',') {
+                    return None;
+                }
             }
-            b'[' => {
-                let items: Vec<&'a RawValue> = serde_json::from_str(text).ok()?;
-                Self::Array(
-                    items
-                        .into_iter()
-                        .map(Self::from_raw)
-                        .collect::<Option<_>>()?,
-                )
+        }
+        self.depth -= 1;
+        Some(Exact::Object(members))
+    }
+
+    fn array(&mut self) -> Option<Exact<'a>> {
+        self.enter()?;
+        let mut items = Vec::new();
+        if !self.eat(b']') {
+            loop {
+                items.push(self.value()?);
+                if self.eat(b']') {
+                    break;
+                }
+                if !self.eat(b',') {
+                    return None;
+                }
             }
-            b'"' => Self::String(serde_json::from_str(text).ok()?),
-            b't' => Self::Bool(true),
-            b'f' => Self::Bool(false),
-            b'n' => Self::Null,
-            _ => Self::Number(Decimal::parse(text)?),
+        }
+        self.depth -= 1;
+        Some(Exact::Array(items))
+    }
+
+    /// Steps into an object or array, past its opening bracket.
+    fn enter(&mut self) -> Option<()> {
+        self.depth += 1;
+        self.at += 1;
+        (self.depth <= DEPTH_MAX).then_some(())
+    }
+
+    /// A string, unescaped: borrowed when it has no escapes.
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        let bytes = self.text.as_bytes();
+        if bytes.get(self.at) != Some(&b'"') {
+            return None;
+        }
+        let start = self.at;
+        let (mut end, mut escaped) = (start + 1, false);
+        loop {
+            match *bytes.get(end)? {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    end += 2;
+                }
+                _ => end += 1,
+            }
+        }
+        // `end` is on a '"', so both ends are char boundaries.
+        self.at = end + 1;
+        let quoted = &self.text[start..self.at];
+        if escaped {
+            serde_json::from_str(quoted).ok().map(Cow::Owned)
+        } else {
+            let inner = &quoted[1..quoted.len() - 1];
+            // JSON strings hold no raw control characters.
+            (!inner.bytes().any(|b| b < 0x20)).then_some(Cow::Borrowed(inner))
+        }
+    }
+
+    fn literal(&mut self, word: &str, value: Exact<'a>) -> Option<Exact<'a>> {
+        self.text[self.at..].starts_with(word).then(|| {
+            self.at += word.len();
+            value
         })
+    }
+
+    fn number(&mut self) -> Option<Exact<'a>> {
+        let rest = &self.text.as_bytes()[self.at..];
+        let length = rest
+            .iter()
+            .take_while(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+            .count();
+        let text = &self.text[self.at..self.at + length];
+        self.at += length;
+        Decimal::parse(text).map(Exact::Number)
+    }
+
+    /// Skips whitespace, then the byte `expected` if it is next.
+    fn eat(&mut self, expected: u8) -> bool {
+        self.skip_whitespace();
+        let next = self.text.as_bytes().get(self.at) == Some(&expected);
+        self.at += usize::from(next);
+        next
+    }
+
+    fn skip_whitespace(&mut self) {
+        let rest = &self.text.as_bytes()[self.at..];
+        self.at += rest
+            .iter()
+            .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+            .count();
     }
 }
 
@@ -110,7 +226,11 @@ impl Decimal {
             None => (mantissa, ""),
         };
         let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if !all_digits(integer) || !(fraction.is_empty() || all_digits(fraction)) {
+        let has_fraction = mantissa.len() > integer.len();
+        if !all_digits(integer)
+            || (integer.len() > 1 && integer.starts_with('0'))
+            || (has_fraction && !all_digits(fraction))
+        {
             return None;
         }
         let exponent = match exponent {
@@ -329,7 +449,47 @@ mod tests {
 
     #[test]
     fn text_that_is_not_json_equals_nothing() {
-        assert!(!same_json("{", "{"));
-        assert!(!same_json("{}", "{} x"));
+        for bad in [
+            "{",
+            "{} x",
+            "[1,]",
+            "{\"a\"}",
+            "{\"a\":1,}",
+            "01",
+            "1.",
+            "-",
+            "1e",
+            ".5",
+            "+1",
+            "tru",
+            "\"\\x\"",
+            "\"\u{1}\"",
+            "{1:2}",
+            "[1 2]",
+        ] {
+            assert!(Exact::parse(bad).is_none(), "{bad:?}");
+            assert!(!same_json(bad, bad), "{bad:?}");
+        }
+        let deep = format!("{}{}", "[".repeat(DEPTH_MAX + 1), "]".repeat(DEPTH_MAX + 1));
+        assert!(Exact::parse(&deep).is_none());
+        let deepest = format!("{}{}", "[".repeat(DEPTH_MAX), "]".repeat(DEPTH_MAX));
+        assert!(same_json(&deepest, &deepest.replace('[', " [ ")));
+    }
+
+    #[test]
+    fn strings_compare_unescaped_and_borrow_when_they_can() {
+        assert!(same_json(
+            r#"["é\n\"", "A"]"#,
+            r#"["\u00e9\u000a\u0022","\u0041"]"#
+        ));
+        assert!(!same_json(r#"["a\\"]"#, r#"["a"]"#));
+        let parsed = Exact::parse(r#"{"k":"plain"}"#).expect("JSON");
+        let Exact::Object(members) = parsed else {
+            panic!("an object")
+        };
+        assert!(matches!(
+            members[&Cow::Borrowed("k")],
+            Exact::String(Cow::Borrowed("plain"))
+        ));
     }
 }
