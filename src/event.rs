@@ -13,8 +13,10 @@
 
 mod exact;
 
+use std::borrow::Cow;
 use std::fmt;
 
+use serde::de::Visitor;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -35,31 +37,182 @@ impl Default for FieldLimits {
     }
 }
 
-/// One event as it arrived: a JSON object whose fields are still raw JSON.
+/// One event as it arrived: a JSON object whose fields are not validated
+/// yet. The string fields are read once, as [`WireField`]s (borrowed from
+/// the body when they hold no escapes); the payload stays raw JSON.
 ///
 /// Unknown fields are ignored, as `DESIGN.md` promises.
 ///
-/// A field is `None` only when absent; an explicit `null` stays as raw
-/// `null` so the error can say "got null" rather than "is required".
+/// A field is `None` only when absent; an explicit `null` is a
+/// [`WireField::Other`] so the error can say "got null" rather than "is
+/// required".
 #[derive(Debug, Deserialize)]
 pub struct WireEvent<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
-    topic: Option<&'a RawValue>,
+    topic: Option<WireField<'a>>,
     #[serde(borrow, default, deserialize_with = "present")]
-    event_id: Option<&'a RawValue>,
+    event_id: Option<WireField<'a>>,
     #[serde(borrow, default, deserialize_with = "present")]
-    timestamp: Option<&'a RawValue>,
+    timestamp: Option<WireField<'a>>,
     #[serde(borrow, default, deserialize_with = "present")]
-    source: Option<&'a RawValue>,
+    source: Option<WireField<'a>>,
     #[serde(borrow, default, deserialize_with = "present")]
     payload: Option<&'a RawValue>,
 }
 
-fn present<'de, D>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error>
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
 {
-    <&RawValue>::deserialize(deserializer).map(Some)
+    T::deserialize(deserializer).map(Some)
+}
+
+/// A field that should be a string, as it arrived: the string, or the kind
+/// of the other JSON value found instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WireField<'a> {
+    Str(Cow<'a, str>),
+    /// "a number", "null", ...: what was there instead of a string.
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for WireField<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(FieldVisitor)
+    }
+}
+
+/// Reads any JSON value: a string is kept, anything else is named (and its
+/// contents skipped).
+struct FieldVisitor;
+
+impl<'de> Visitor<'de> for FieldVisitor {
+    type Value = WireField<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        Ok(WireField::Str(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(WireField::Str(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Self::Value, E> {
+        Ok(WireField::Str(Cow::Owned(text)))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(WireField::Other("a boolean"))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(WireField::Other("a number"))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(WireField::Other("a number"))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(WireField::Other("a number"))
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(WireField::Other("null"))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(WireField::Other("an array"))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(WireField::Other("an object"))
+    }
+}
+
+/// One element of a batch: an event object, read in the same pass as the
+/// batch, or the kind of the value that stands where an event should be.
+#[derive(Debug)]
+pub enum WireItem<'a> {
+    Event(WireEvent<'a>),
+    /// Not a JSON object: "an array", "a string", ...
+    Other(&'static str),
+}
+
+impl<'de> Deserialize<'de> for WireItem<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ItemVisitor)
+    }
+}
+
+/// An object becomes a [`WireEvent`]; anything else is named, as
+/// [`FieldVisitor`] names it.
+struct ItemVisitor;
+
+impl ItemVisitor {
+    fn not_an_event(field: WireField<'_>) -> WireItem<'_> {
+        match field {
+            WireField::Str(_) => WireItem::Other("a string"),
+            WireField::Other(kind) => WireItem::Other(kind),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for ItemVisitor {
+    type Value = WireItem<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an event object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        WireEvent::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            .map(WireItem::Event)
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
+        FieldVisitor
+            .visit_borrowed_str(text)
+            .map(Self::not_an_event)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        FieldVisitor.visit_str(text).map(Self::not_an_event)
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, value: bool) -> Result<Self::Value, E> {
+        FieldVisitor.visit_bool(value).map(Self::not_an_event)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<Self::Value, E> {
+        FieldVisitor.visit_i64(value).map(Self::not_an_event)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<Self::Value, E> {
+        FieldVisitor.visit_u64(value).map(Self::not_an_event)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Self::Value, E> {
+        FieldVisitor.visit_f64(value).map(Self::not_an_event)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        FieldVisitor.visit_unit().map(Self::not_an_event)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        FieldVisitor.visit_seq(seq).map(Self::not_an_event)
+    }
 }
 
 /// A topic name: 1 to `field_bytes_max` bytes, no whitespace, no control
@@ -242,17 +395,19 @@ impl Event {
     ) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut field = |name: &'static str,
-                         raw: Option<&RawValue>,
+                         wire: Option<&WireField<'_>>,
                          check: &dyn Fn(&str) -> Result<(), String>| {
-            string_field(raw)
-                .and_then(|s| check(&s).map(|()| s))
+            string_field(wire)
+                .and_then(|s| check(s).map(|()| s.to_owned()))
                 .map_err(|message| errors.push(FieldError::field(index, name, message)))
                 .ok()
         };
-        let topic = field("topic", wire.topic, &|s| Topic::check(s, limits));
-        let event_id = field("event_id", wire.event_id, &|s| EventId::check(s, limits));
-        let timestamp = field("timestamp", wire.timestamp, &check_timestamp);
-        let source = field("source", wire.source, &|s| check_length(s, limits));
+        let topic = field("topic", wire.topic.as_ref(), &|s| Topic::check(s, limits));
+        let event_id = field("event_id", wire.event_id.as_ref(), &|s| {
+            EventId::check(s, limits)
+        });
+        let timestamp = field("timestamp", wire.timestamp.as_ref(), &check_timestamp);
+        let source = field("source", wire.source.as_ref(), &|s| check_length(s, limits));
         let payload = match wire.payload {
             Some(raw) if raw.get().starts_with('{') => Some(raw.to_owned()),
             Some(raw) => {
@@ -297,12 +452,12 @@ impl Event {
     }
 }
 
-fn string_field(raw: Option<&RawValue>) -> Result<String, String> {
-    let raw = raw.ok_or_else(|| "is required".to_owned())?;
-    if !raw.get().starts_with('"') {
-        return Err(format!("must be a string, got {}", json_kind(raw)));
+fn string_field<'w>(wire: Option<&'w WireField<'_>>) -> Result<&'w str, String> {
+    match wire {
+        None => Err("is required".to_owned()),
+        Some(WireField::Str(text)) => Ok(text),
+        Some(WireField::Other(kind)) => Err(format!("must be a string, got {kind}")),
     }
-    serde_json::from_str(raw.get()).map_err(|e| format!("is not a valid string: {e}"))
 }
 
 fn check_length(value: &str, limits: &FieldLimits) -> Result<(), String> {

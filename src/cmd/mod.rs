@@ -1,6 +1,6 @@
 //! One module per subcommand, each with its arguments and one `run`, plus
 //! what they share: [`client`] for the commands that talk to a server, and
-//! [`ShutdownSignal`].
+//! `ShutdownSignal`.
 
 pub mod client;
 pub mod health;

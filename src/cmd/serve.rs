@@ -115,7 +115,7 @@ impl Server {
     }
 
     /// Serves until the shutdown token is cancelled, then shuts down in the
-    /// order the module docs give, within [`SHUTDOWN_GRACE`] in all.
+    /// order the module docs give, within `SHUTDOWN_GRACE` in all.
     ///
     /// # Errors
     /// When serving fails or the consumer panicked.

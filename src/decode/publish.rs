@@ -9,7 +9,7 @@
 use serde_json::value::RawValue;
 
 use super::{DecodeError, DecodeLimits, all_or_nothing, check_count};
-use crate::event::{Event, FieldError, WireEvent, nesting_exceeds};
+use crate::event::{Event, FieldError, WireItem, nesting_exceeds};
 
 /// How the body lays out its events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,12 @@ impl Format {
 
 /// Parses and validates every event of the body.
 ///
+/// Valid bodies are read in one pass: each event is deserialized straight
+/// into its [`WireItem`], string fields borrowed from the body. Only a body
+/// that breaks a rule inside an event object (a field of the wrong kind is
+/// fine; a repeated field is not) is read again the slow way, one event at
+/// a time, so that the error can name the event.
+///
 /// # Errors
 /// [`DecodeError::Malformed`] for bytes that are not UTF-8 or not JSON;
 /// [`DecodeError::TooLarge`] for too many events;
@@ -48,33 +54,112 @@ pub fn decode(
 ) -> Result<Vec<Event>, DecodeError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| DecodeError::Malformed(format!("body is not valid UTF-8: {e}")))?;
+    let items = match format {
+        Format::Json => read_json(text, limits)?,
+        Format::Ndjson => read_ndjson(text, limits)?,
+    };
+    let Some(items) = items else {
+        return decode_per_event(text, format, limits);
+    };
+    check_count(items.len(), limits)?;
+    all_or_nothing(
+        items
+            .iter()
+            .enumerate()
+            .map(|(index, item)| validate(item, index, limits)),
+    )
+}
+
+fn validate(
+    item: &WireItem<'_>,
+    index: usize,
+    limits: &DecodeLimits,
+) -> Result<Event, Vec<FieldError>> {
+    match item {
+        WireItem::Event(wire) => Event::from_wire(wire, index, &limits.fields),
+        WireItem::Other(_) => Err(vec![FieldError::whole(
+            index,
+            "event must be a JSON object",
+        )]),
+    }
+}
+
+/// Whether a parse failed on the JSON itself (malformed: the request is
+/// refused whole) rather than on what an event object holds.
+fn is_syntax(error: &serde_json::Error) -> bool {
+    !matches!(error.classify(), serde_json::error::Category::Data)
+}
+
+/// A JSON body in one pass: `None` when an event object breaks a rule that
+/// needs the per-event pass to report.
+fn read_json<'a>(
+    text: &'a str,
+    limits: &DecodeLimits,
+) -> Result<Option<Vec<WireItem<'a>>>, DecodeError> {
+    let is_array = text.trim_start().starts_with('[');
+    // The array around the events is one more level.
+    check_depth(text, limits.json_depth_max + usize::from(is_array), limits)?;
+    let parsed = if is_array {
+        serde_json::from_str(text)
+    } else {
+        serde_json::from_str(text).map(|item| vec![item])
+    };
+    match parsed {
+        Ok(items) => Ok(Some(items)),
+        Err(e) if is_syntax(&e) => Err(DecodeError::Malformed(format!(
+            "body is not valid JSON: {e}"
+        ))),
+        Err(_) => Ok(None),
+    }
+}
+
+/// An NDJSON body in one pass over its lines; `None` as for [`read_json`].
+fn read_ndjson<'a>(
+    text: &'a str,
+    limits: &DecodeLimits,
+) -> Result<Option<Vec<WireItem<'a>>>, DecodeError> {
+    let mut items = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        check_depth(line, limits.json_depth_max, limits)?;
+        match serde_json::from_str(line) {
+            Ok(item) => items.push(item),
+            Err(e) if is_syntax(&e) => {
+                return Err(DecodeError::Malformed(format!(
+                    "line {} is not valid JSON: {e}",
+                    number + 1
+                )));
+            }
+            Err(_) => return Ok(None),
+        }
+    }
+    Ok(Some(items))
+}
+
+/// The slow path, for bodies the one pass could not read: split the body
+/// into raw events, then read each alone so that a failure names its event.
+fn decode_per_event(
+    text: &str,
+    format: Format,
+    limits: &DecodeLimits,
+) -> Result<Vec<Event>, DecodeError> {
     let raw_events = match format {
         Format::Json => split_json(text, limits)?,
         Format::Ndjson => split_ndjson(text, limits)?,
     };
     check_count(raw_events.len(), limits)?;
-    all_or_nothing(
-        raw_events
-            .into_iter()
-            .enumerate()
-            .map(|(index, raw)| validate(raw, index, limits)),
-    )
-}
-
-fn validate(raw: &RawValue, index: usize, limits: &DecodeLimits) -> Result<Event, Vec<FieldError>> {
-    if !raw.get().starts_with('{') {
-        return Err(vec![FieldError::whole(
-            index,
-            "event must be a JSON object",
-        )]);
-    }
-    let wire: WireEvent<'_> = serde_json::from_str(raw.get()).map_err(|e| {
-        vec![FieldError::whole(
-            index,
-            format!("event is not usable: {e}"),
-        )]
-    })?;
-    Event::from_wire(&wire, index, &limits.fields)
+    all_or_nothing(raw_events.into_iter().enumerate().map(|(index, raw)| {
+        let item: WireItem<'_> = serde_json::from_str(raw.get()).map_err(|e| {
+            vec![FieldError::whole(
+                index,
+                format!("event is not usable: {e}"),
+            )]
+        })?;
+        validate(&item, index, limits)
+    }))
 }
 
 /// A JSON body: one event object, or an array of them.
@@ -213,5 +298,48 @@ mod tests {
             1 + 4,
             "event 2 misses four fields: {errors:?}"
         );
+    }
+
+    #[test]
+    fn escaped_strings_and_every_kind_of_wrong_field_read_in_one_pass() {
+        let body = r#"{"topic":"a\u002eb","event_id":"e\n","timestamp":"2025-01-01T00:00:00Z","source":{"x":[1]},"payload":{}}"#;
+        let DecodeError::Invalid(errors) = problem(body, Format::Json) else {
+            panic!("expected a validation problem");
+        };
+        // The escaped topic decoded to "a.b" and passed; the id holds a
+        // control character; the source is an object.
+        let fields: Vec<_> = errors
+            .iter()
+            .map(|e| (e.field.as_deref(), e.message.as_str()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                (Some("event_id"), "must not contain control characters"),
+                (Some("source"), "must be a string, got an object"),
+            ]
+        );
+        let fixed = body.replace(r#"\n"#, "").replace(r#"{"x":[1]}"#, r#""s""#);
+        let events = decode(fixed.as_bytes(), Format::Json, &LIMITS).expect("valid");
+        assert_eq!(events[0].topic.as_str(), "a.b");
+    }
+
+    #[test]
+    fn a_repeated_field_names_its_event_in_every_format() {
+        let repeated = r#"{"topic":"t","topic":"u","event_id":"e","timestamp":"2025-01-01T00:00:00Z","source":"s","payload":{}}"#;
+        for (body, format) in [
+            (format!("[{},{repeated}]", event("a")), Format::Json),
+            (format!("{}\n{repeated}", event("a")), Format::Ndjson),
+        ] {
+            let DecodeError::Invalid(errors) = problem(&body, format) else {
+                panic!("expected a validation problem for {format:?}");
+            };
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert_eq!((errors[0].index, errors[0].field.clone()), (1, None));
+            assert!(
+                errors[0].message.contains("duplicate field `topic`"),
+                "{errors:?}"
+            );
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! clients can match on; `docs/api.md` lists them. The client gets an opaque
 //! 500 for an internal error; the error itself rides along in the
 //! response's extensions as an [`InternalError`], for the middleware that
-//! logs it once with the request's route and id ([`super::log_errors`]).
+//! logs it once with the request's route and id (`http::log_errors`).
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,7 +5,8 @@
 //! types, call the ingest path or the store, and render answers or
 //! [`ApiError`]s. Every request gets an `x-request-id` (kept when the client
 //! sends one) that its trace span and any error log line carry; server
-//! errors are logged once, by [`log_errors`], never where they are made.
+//! errors are logged once, by the `log_errors` middleware, never where they
+//! are made.
 
 mod error;
 mod events;

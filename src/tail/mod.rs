@@ -18,7 +18,7 @@
 //! race.
 //!
 //! Frames are written one after another into shared blocks of up to
-//! [`BLOCK_BYTES`] ([`frame`]), so a subscriber that wants a run of
+//! [`BLOCK_BYTES`] (`frame.rs`), so a subscriber that wants a run of
 //! consecutive frames (everyone following `>`) sends one slice of a block,
 //! shared by all subscribers, instead of copying each frame. A short run is
 //! copied instead, so a subscriber that stops reading never pins a block
