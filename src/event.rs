@@ -444,7 +444,7 @@ impl Event {
     /// timestamp, source and payload. Payloads are compared as JSON values,
     /// exactly: whitespace, key order and string escapes do not count, and
     /// numbers are equal when their decimal values are, however many digits
-    /// they have (see [`exact`]).
+    /// they have (see `src/event/exact.rs`).
     pub fn same_content(&self, timestamp: &str, source: &str, payload: &str) -> bool {
         self.timestamp == timestamp
             && self.source == source
