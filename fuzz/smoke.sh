@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # A bounded run of every fuzz target, for CI: builds them (stable toolchain,
-# no sanitizer; see fuzz/README.md) and runs each for SECONDS (default 15)
+# no sanitizer; see fuzz/README.md) and runs each for SECONDS (default 10)
 # from its committed seed corpus. New inputs go to a temp dir, so the
 # committed corpus stays as it is; a crash fails the run and leaves its
 # input in fuzz/artifacts/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-SECONDS_EACH=${1:-15}
+SECONDS_EACH=${1:-10}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/logagg-fuzz.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 

@@ -6,7 +6,8 @@
 # counters are exact and SQLite's integrity check is clean.
 #
 #   scripts/crash-campaign.sh 1000            # the full campaign
-#   PORT=18551 scripts/crash-campaign.sh 20   # a short one (CI)
+#   PORT=18551 scripts/crash-campaign.sh 20   # a short one
+#   LOGAGG_BIN=target/debug/logagg scripts/crash-campaign.sh 20   # CI: no release build
 #   scripts/crash-campaign.sh 50 --seed 7 --publishers 8 --keep
 #
 # Extra arguments go to scripts/crash_campaign.py (see its --help). It needs
@@ -20,5 +21,9 @@ KILLS=${1:?usage: scripts/crash-campaign.sh N [options]}
 shift
 PORT=${PORT:-18550}
 
-cargo build --release --locked --quiet --bin logagg
-exec python3 scripts/crash_campaign.py "$KILLS" --bin target/release/logagg --port "$PORT" "$@"
+BIN=${LOGAGG_BIN:-}
+if [ -z "$BIN" ]; then
+    cargo build --release --locked --quiet --bin logagg
+    BIN=target/release/logagg
+fi
+exec python3 scripts/crash_campaign.py "$KILLS" --bin "$BIN" --port "$PORT" "$@"
