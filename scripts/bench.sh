@@ -8,9 +8,10 @@
 #   RUNS=5 scripts/bench.sh latency
 #
 # Scenarios: fsync, assignment, store, batch, single, single-normal, latency,
-# ceiling, fanout, fanout-split, fanout-pinned, big (a 10,000,000-event store:
-# startup, RSS, uuid4 vs uuid7 ingest; takes several minutes and ~3 GB of
-# disk).
+# ceiling, fanout, fanout-split, fanout-pinned, formats (each ingest path:
+# /publish, shippers' raw records, OTLP and Loki, the same records through
+# each), big (a 10,000,000-event store: startup, RSS, uuid4 vs uuid7 ingest;
+# takes several minutes and ~3 GB of disk).
 #
 # Everything listens on 127.0.0.1 only. Results go to stdout; server logs to
 # the temp dir, kept when a scenario fails.
@@ -21,9 +22,9 @@ RUNS=${RUNS:-3}
 PORT=${PORT:-18480}
 URL="http://127.0.0.1:$PORT"
 SCENARIOS=("$@")
-[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(fsync assignment store batch single single-normal latency ceiling fanout fanout-split fanout-pinned big)
+[ ${#SCENARIOS[@]} -gt 0 ] || SCENARIOS=(fsync assignment store batch single single-normal latency ceiling fanout fanout-split fanout-pinned formats big)
 
-cargo build --release --quiet --bin logagg --example null_server
+cargo build --release --quiet --bin logagg --example null_server --example formats_load
 BIN=target/release/logagg
 NULL_SERVER=target/release/examples/null_server
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/logagg-bench.XXXXXX")
@@ -272,6 +273,35 @@ for i in range(100):
 scenario_fanout() { fanout_run all; }
 scenario_fanout-split() { fanout_run split; }
 scenario_fanout-pinned() { fanout_run all pinned; }
+
+scenario_formats() {
+  # 200,000 distinct records of ~100-byte messages over 8 topics, in
+  # requests of 1,000 over 8 connections, through each ingest path; a fresh
+  # server per path and run, the paths interleaved within each run so a
+  # noisy neighbour hits them alike. Medians, and each path's median over
+  # /publish's.
+  local formats=(publish raw otlp-protobuf otlp-json loki-protobuf loki-json) format out
+  declare -A rates bytes
+  for _ in $(seq 1 "$RUNS"); do
+    for format in "${formats[@]}"; do
+      start_server "$(fresh_dir)"
+      out=$(target/release/examples/formats_load "$URL" "$format" 200000 1000 8)
+      stop_server
+      rates[$format]="${rates[$format]:-} $(field "$out" records_per_second)"
+      bytes[$format]=$(field "$out" record_bytes)
+    done
+  done
+  local base
+  # shellcheck disable=SC2086 # word lists on purpose
+  base=$(median ${rates[publish]})
+  for format in "${formats[@]}"; do
+    local m
+    # shellcheck disable=SC2086
+    m=$(median ${rates[$format]})
+    printf 'formats %-13s %9s records/s  %5s x /publish  (%s B/record on the wire; median of %d; runs:%s)\n' \
+      "$format" "$m" "$(python3 -c "print(f'{$m / $base:.2f}')")" "${bytes[$format]}" "$RUNS" "${rates[$format]}"
+  done
+}
 
 scenario_big() {
   # A store of 10,000,000 events, built with uuid7 ids in 1,000,000-event

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use clap::{Args, FromArgMatches};
 
-use crate::decode::DecodeLimits;
+use crate::decode::loki::LokiMapping;
+use crate::decode::otlp::OtlpMapping;
+use crate::decode::{DecodeLimits, FormatMapping};
 use crate::event::FieldLimits;
 use crate::http::{Limits, SubscribeLimits};
 use crate::ingest::QueueConfig;
@@ -80,6 +82,35 @@ pub struct ServeConfig {
     /// 15s).
     #[arg(long, env = "LOGAGG_KEEP_ALIVE", default_value = "15s", value_parser = parse_positive_duration)]
     pub keep_alive: Duration,
+
+    /// OTLP logs (POST /v1/logs): the resource attribute naming each
+    /// record's topic (whitespace, control characters, '*' and '>' become
+    /// '_'); records whose resource lacks it are rejected.
+    #[arg(
+        long,
+        env = "LOGAGG_OTLP_TOPIC_ATTRIBUTE",
+        default_value = "service.name"
+    )]
+    pub otlp_topic_attribute: String,
+
+    /// OTLP logs: the resource attribute naming each record's source (else
+    /// the record's topic).
+    #[arg(
+        long,
+        env = "LOGAGG_OTLP_SOURCE_ATTRIBUTE",
+        default_value = "service.name"
+    )]
+    pub otlp_source_attribute: String,
+
+    /// Loki pushes (POST /loki/api/v1/push): the stream labels naming each
+    /// entry's topic and source, first present wins (comma-separated).
+    #[arg(
+        long,
+        env = "LOGAGG_LOKI_TOPIC_LABELS",
+        default_value = "service_name,job",
+        value_delimiter = ','
+    )]
+    pub loki_topic_labels: Vec<String>,
 }
 
 /// Settings that are each valid but do not fit together.
@@ -140,6 +171,18 @@ impl ServeConfig {
                 subscribers_max: self.subscribers_max.get(),
                 keep_alive: self.keep_alive,
                 ..SubscribeLimits::DEFAULT
+            },
+        }
+    }
+
+    pub fn format_mapping(&self) -> FormatMapping {
+        FormatMapping {
+            otlp: OtlpMapping {
+                topic_attribute: self.otlp_topic_attribute.clone(),
+                source_attribute: self.otlp_source_attribute.clone(),
+            },
+            loki: LokiMapping {
+                topic_labels: self.loki_topic_labels.clone(),
             },
         }
     }

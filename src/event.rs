@@ -247,6 +247,26 @@ impl Topic {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Makes a topic of any name from another system (a service name, a
+    /// label value): each whitespace or control character, `*` and `>`
+    /// becomes `_`, and the name is cut to `field_bytes_max` bytes at a
+    /// character boundary. `None` when nothing is left.
+    pub fn sanitize(name: &str, limits: &FieldLimits) -> Option<String> {
+        let mut topic = String::with_capacity(name.len().min(limits.field_bytes_max));
+        for c in name.chars() {
+            let c = if c.is_whitespace() || c.is_control() || c == '*' || c == '>' {
+                '_'
+            } else {
+                c
+            };
+            if topic.len() + c.len_utf8() > limits.field_bytes_max {
+                break;
+            }
+            topic.push(c);
+        }
+        (!topic.is_empty()).then_some(topic)
+    }
 }
 
 impl fmt::Display for Topic {
@@ -371,6 +391,18 @@ impl fmt::Display for TopicPattern {
     }
 }
 
+/// The fields of an event before validation, as an ingest format maps them
+/// from its own record (see [`Event::from_parts`]).
+#[derive(Debug)]
+pub struct EventParts {
+    pub topic: String,
+    pub event_id: String,
+    pub timestamp: String,
+    pub source: String,
+    /// Must be a JSON object.
+    pub payload: Box<RawValue>,
+}
+
 /// A validated event, ready for the ingest queue.
 #[derive(Debug, Clone)]
 pub struct Event {
@@ -438,6 +470,48 @@ impl Event {
             }
             _ => Err(errors),
         }
+    }
+
+    /// Validates an event that an ingest format mapped from its own record
+    /// (`topic`, `event_id` and `timestamp` computed, `payload` built as a
+    /// JSON object), by the same rules as [`Event::from_wire`].
+    ///
+    /// # Errors
+    /// Every problem found, one `FieldError` per bad field.
+    pub fn from_parts(
+        parts: EventParts,
+        index: usize,
+        limits: &FieldLimits,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut check = |name: &'static str, result: Result<(), String>| {
+            if let Err(message) = result {
+                errors.push(FieldError::field(index, name, message));
+            }
+        };
+        check("topic", Topic::check(&parts.topic, limits));
+        check("event_id", EventId::check(&parts.event_id, limits));
+        check("timestamp", check_timestamp(&parts.timestamp));
+        check("source", check_length(&parts.source, limits));
+        if !parts.payload.get().starts_with('{') {
+            check(
+                "payload",
+                Err(format!(
+                    "must be a JSON object, got {}",
+                    json_kind(&parts.payload)
+                )),
+            );
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            topic: Topic(parts.topic),
+            event_id: EventId(parts.event_id),
+            timestamp: parts.timestamp,
+            source: parts.source,
+            payload: parts.payload,
+        })
     }
 
     /// Whether `other` carries the same content as `self`: same key and same
@@ -607,6 +681,25 @@ mod tests {
             assert!(Topic::parse(bad.to_owned(), &limits).is_err(), "{bad:?}");
         }
         assert!(Topic::parse("auth.login-ok_1".to_owned(), &limits).is_ok());
+    }
+
+    #[test]
+    fn sanitized_names_are_valid_topics() {
+        let limits = FieldLimits { field_bytes_max: 8 };
+        let cases = [
+            ("checkout", Some("checkout")),
+            ("my service", Some("my_servi")),
+            ("a*b>c\tdé", Some("a_b_c_d")),
+            ("ééééé", Some("éééé")),
+            ("", None),
+        ];
+        for (name, expected) in cases {
+            let topic = Topic::sanitize(name, &limits);
+            assert_eq!(topic.as_deref(), expected, "{name:?}");
+            if let Some(topic) = topic {
+                assert!(Topic::parse(topic, &limits).is_ok(), "{name:?}");
+            }
+        }
     }
 
     #[test]

@@ -13,7 +13,8 @@
 //! - [`http`]: the axum router; handlers pick a decoder and hand its events
 //!   to the ingest queue through one shared path, and read everything else
 //!   from the store. Errors are RFC 9457 problem documents
-//!   ([`http::ApiError`]).
+//!   ([`http::ApiError`]). `GET /` is the dashboard, a static page that
+//!   reads the same API from the browser.
 //! - [`ingest`]: the bounded queue between publish handlers and the single
 //!   consumer task, which commits many requests per transaction (group
 //!   commit) and answers each after the commit, then announces it to the

@@ -3,6 +3,7 @@
 //! from it, and how an error answer is read.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use crate::api::Problem;
@@ -16,6 +17,19 @@ const BODY_QUOTED_MAX: usize = 300;
 pub struct BaseUrl(reqwest::Url);
 
 impl BaseUrl {
+    /// The URL a client on this machine reaches a server listening on
+    /// `listen` at: a wildcard address becomes loopback.
+    pub fn local(listen: SocketAddr) -> Self {
+        let ip = match listen.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(ip, listen.port()))
+            .parse()
+            .expect("an http URL of a socket address is a base URL")
+    }
+
     /// The URL of `path` (which starts with `/`) on this server.
     pub fn endpoint(&self, path: &str) -> reqwest::Url {
         let mut url = self.0.clone();

@@ -2,7 +2,7 @@
 //! (also when it says it is degraded, as on a full disk, which it prints).
 //! Meant for container health checks (the image has no curl).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -65,17 +65,10 @@ fn base_url(args: &HealthArgs) -> BaseUrl {
     if let Some(url) = &args.url {
         return url.clone();
     }
-    let listen = args
-        .listen
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-    let ip = match listen.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    format!("http://{}", SocketAddr::new(ip, listen.port()))
-        .parse()
-        .expect("an http URL of a socket address is a base URL")
+    BaseUrl::local(
+        args.listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+    )
 }
 
 #[cfg(test)]

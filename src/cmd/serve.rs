@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ShutdownSignal;
+use super::client::BaseUrl;
 use crate::config::ServeConfig;
 use crate::http::{self, AppState};
 use crate::ingest::{Ingest, consumer};
@@ -42,6 +43,7 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let server = Server::bind(&config).await?;
     tracing::info!(
         address = %server.local_addr(),
+        dashboard = %BaseUrl::local(server.local_addr()).endpoint("/"),
         data_dir = %config.data_dir.display(),
         sync = ?config.sync,
         "logagg listening"
@@ -95,7 +97,14 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {} (is another server using it?)", config.listen))?;
-        let state = AppState::new(store, ingest, config.limits(), metrics, tail);
+        let state = AppState::new(
+            store,
+            ingest,
+            config.limits(),
+            config.format_mapping(),
+            metrics,
+            tail,
+        );
         Ok(Self {
             listener,
             state,

@@ -9,12 +9,86 @@
 //!
 //! - [`publish`]: logagg's own events, as one JSON object, a JSON array, or
 //!   NDJSON.
+//! - [`otlp`]: OpenTelemetry logs (OTLP/HTTP, protobuf or JSON).
+//! - [`loki`]: the Loki push API (JSON, or snappy-compressed protobuf).
+//! - [`raw`]: records from log shippers (any JSON objects, NDJSON, or text
+//!   lines) for a topic named in the URL.
+//!
+//! The foreign formats map each record to an event with a deterministic
+//! `event_id` (the record's own id when it has one, else a hash of its
+//! content, see [`id`]), so that a client's retry of the same batch is a
+//! duplicate. [`Decoded`] carries the events and, for formats that accept
+//! part of a request (OTLP's `partial_success`), the records rejected.
 
+pub mod id;
+pub mod loki;
+pub mod otlp;
 pub mod publish;
+pub mod raw;
 
 use std::io::Read;
 
 use crate::event::{Event, FieldError, FieldLimits};
+
+/// How a body is encoded, for the protocols that have both encodings (OTLP,
+/// Loki). Loki's protobuf body is also one snappy block, which the HTTP
+/// layer undoes before the decoder sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Binary protobuf (`application/x-protobuf`).
+    Protobuf,
+    /// JSON (`application/json`).
+    Json,
+}
+
+impl Encoding {
+    /// The encoding of a media type (`Content-Type` without parameters,
+    /// lowercase), if it is one of the two.
+    pub fn from_media_type(essence: &str) -> Option<Self> {
+        match essence {
+            "application/x-protobuf" | "application/protobuf" => Some(Self::Protobuf),
+            "application/json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+}
+
+/// How the foreign formats name their events, from `ServeConfig`.
+#[derive(Debug, Clone)]
+pub struct FormatMapping {
+    pub otlp: otlp::OtlpMapping,
+    pub loki: loki::LokiMapping,
+}
+
+/// What a decoder made of a body: the events to store and, for formats
+/// that may accept part of a request, what it rejected.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub events: Vec<Event>,
+    /// Records that could not become events, however many there were.
+    pub rejected_count: u64,
+    /// Why, for the first [`ERRORS_LISTED_MAX`] of them.
+    pub rejected: Vec<FieldError>,
+}
+
+impl Decoded {
+    /// Records one rejection, keeping its reason while the list is short.
+    fn reject(&mut self, mut errors: Vec<FieldError>) {
+        self.rejected_count += 1;
+        let room = ERRORS_LISTED_MAX.saturating_sub(self.rejected.len());
+        errors.truncate(room);
+        self.rejected.append(&mut errors);
+    }
+}
+
+impl From<Vec<Event>> for Decoded {
+    fn from(events: Vec<Event>) -> Self {
+        Self {
+            events,
+            ..Self::default()
+        }
+    }
+}
 
 /// Bounds every decoder applies.
 #[derive(Debug, Clone, Copy)]
@@ -76,6 +150,58 @@ pub fn gunzip(bytes: &[u8], max: usize) -> Result<Vec<u8>, DecodeError> {
     Ok(plain)
 }
 
+/// Decompresses a snappy block (the raw format, without stream framing, as
+/// Loki's push API sends it), refusing more than `max` bytes of output
+/// before allocating them (the block declares its length up front).
+///
+/// # Errors
+/// [`DecodeError::Malformed`] for a truncated or corrupt block,
+/// [`DecodeError::TooLarge`] past `max`.
+pub fn unsnappy(bytes: &[u8], max: usize) -> Result<Vec<u8>, DecodeError> {
+    let malformed =
+        |e: snap::Error| DecodeError::Malformed(format!("body is not a valid snappy block: {e}"));
+    let len = snap::raw::decompress_len(bytes).map_err(malformed)?;
+    if len > max {
+        return Err(DecodeError::TooLarge(format!(
+            "request body is larger than {max} bytes once decompressed"
+        )));
+    }
+    snap::raw::Decoder::new()
+        .decompress_vec(bytes)
+        .map_err(malformed)
+}
+
+/// A Unix time in nanoseconds as RFC 3339 in UTC with nine fractional
+/// digits (`2025-10-25T12:30:00.000000001Z`); every `u64` fits (years 1970
+/// to 2554, always four digits).
+///
+/// Written digit by digit: chrono's `format` interprets its pattern on
+/// every call, which cost more than the rest of a record's mapping.
+pub fn rfc3339_from_unix_nanos(nanos: u64) -> String {
+    use chrono::{Datelike, Timelike};
+    let subsec = (nanos % 1_000_000_000) as u32;
+    let time = chrono::DateTime::from_timestamp((nanos / 1_000_000_000) as i64, subsec)
+        .expect("every u64 of nanoseconds is a representable time")
+        .naive_utc();
+    let mut text = String::with_capacity(30);
+    for (value, width, after) in [
+        (time.year() as u32, 4, '-'),
+        (time.month(), 2, '-'),
+        (time.day(), 2, 'T'),
+        (time.hour(), 2, ':'),
+        (time.minute(), 2, ':'),
+        (time.second(), 2, '.'),
+        (subsec, 9, 'Z'),
+    ] {
+        for place in (0..width).rev() {
+            let digit = value / 10u32.pow(place) % 10;
+            text.push(char::from(b'0' + digit as u8));
+        }
+        text.push(after);
+    }
+    text
+}
+
 /// Checks the number of events against the limit, and that there is one.
 fn check_count(count: usize, limits: &DecodeLimits) -> Result<(), DecodeError> {
     if count == 0 {
@@ -121,6 +247,33 @@ mod tests {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         encoder.write_all(bytes).expect("writing to a Vec");
         encoder.finish().expect("finishing into a Vec")
+    }
+
+    #[test]
+    fn unsnappy_refuses_truncated_blocks_and_bombs() {
+        let block = snap::raw::Encoder::new()
+            .compress_vec(&[b'x'; 1000])
+            .expect("compressing");
+        assert_eq!(unsnappy(&block, 1000), Ok(vec![b'x'; 1000]));
+        assert!(matches!(
+            unsnappy(&block, 999),
+            Err(DecodeError::TooLarge(_))
+        ));
+        assert!(matches!(
+            unsnappy(&block[..block.len() - 1], 1000),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(unsnappy(b"", 10), Err(DecodeError::Malformed(_))));
+    }
+
+    #[test]
+    fn nanos_become_rfc3339_with_nine_digits() {
+        assert_eq!(rfc3339_from_unix_nanos(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339_from_unix_nanos(1_761_395_400_000_000_001),
+            "2025-10-25T12:30:00.000000001Z"
+        );
+        assert!(rfc3339_from_unix_nanos(u64::MAX).starts_with("2554-"));
     }
 
     #[test]

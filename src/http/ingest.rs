@@ -3,7 +3,8 @@
 //! large), and hand the events to the queue. The answer waits for the
 //! durable commit.
 //!
-//! Handlers only pick the decoder and render the receipt in their
+//! Handlers only pick the decoder (and the format's own compression, such
+//! as the snappy block of a Loki push) and render the answer in their
 //! protocol's shape; limits, errors, metrics and the durability promise are
 //! the same for all of them.
 
@@ -15,8 +16,8 @@ use bytes::Bytes;
 
 use super::{ApiError, AppState};
 use crate::api::Receipt;
-use crate::decode::{self, DecodeError};
-use crate::event::Event;
+use crate::decode::{self, DecodeError, Decoded};
+use crate::event::FieldError;
 
 /// Bodies up to this size are decoded on the async thread that read them:
 /// parsing a few events costs less than a trip to the blocking pool.
@@ -24,8 +25,27 @@ use crate::event::Event;
 /// `AppState::decode_slots`.
 const INLINE_DECODE_BYTES_MAX: usize = 16 * 1024;
 
-/// Reads, decodes and submits one request; resolves once its events are
-/// committed.
+/// Compression that is part of a format rather than announced by
+/// `Content-Encoding`; undone after any `Content-Encoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyCodec {
+    Plain,
+    /// One snappy block (Loki's protobuf push).
+    Snappy,
+}
+
+/// What came of a request whose accepted events are committed.
+#[derive(Debug)]
+pub(super) struct Ingested {
+    pub receipt: Receipt,
+    /// Records the decoder rejected (formats with partial success only).
+    pub rejected_count: u64,
+    pub rejected: Vec<FieldError>,
+}
+
+/// Reads, decompresses, decodes and submits one request; resolves once its
+/// events are committed. A request whose decoder accepted no events (all
+/// rejected, or an empty OTLP export) is answered without a commit.
 ///
 /// # Errors
 /// 415 for an unknown `Content-Encoding`, 413/400 for the body, the
@@ -34,15 +54,17 @@ pub(super) async fn ingest<D>(
     state: &AppState,
     headers: &HeaderMap,
     body: Body,
+    codec: BodyCodec,
     decode: D,
-) -> Result<Receipt, ApiError>
+) -> Result<Ingested, ApiError>
 where
-    D: FnOnce(&[u8]) -> Result<Vec<Event>, DecodeError> + Send + 'static,
+    D: FnOnce(&[u8]) -> Result<Decoded, DecodeError> + Send + 'static,
 {
     let gzipped = content_encoding_is_gzip(headers)?;
     let max = state.limits.body_bytes_max;
     let bytes = read_body(body, headers, max).await?;
-    let events = if !gzipped && bytes.len() <= INLINE_DECODE_BYTES_MAX {
+    let decoded = if !gzipped && codec == BodyCodec::Plain && bytes.len() <= INLINE_DECODE_BYTES_MAX
+    {
         decode(&bytes)?
     } else {
         let _slot = Arc::clone(&state.decode_slots)
@@ -55,12 +77,25 @@ where
             } else {
                 bytes.into()
             };
+            let plain = match codec {
+                BodyCodec::Plain => plain,
+                BodyCodec::Snappy => decode::unsnappy(&plain, max)?,
+            };
             decode(&plain)
         })
         .await
         .map_err(|e| ApiError::Internal(Box::new(e)))??
     };
-    Ok(state.ingest.submit(events).await?)
+    let receipt = if decoded.events.is_empty() {
+        Receipt::default()
+    } else {
+        state.ingest.submit(decoded.events).await?
+    };
+    Ok(Ingested {
+        receipt,
+        rejected_count: decoded.rejected_count,
+        rejected: decoded.rejected,
+    })
 }
 
 fn content_encoding_is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
@@ -82,8 +117,32 @@ fn content_encoding_is_gzip(headers: &HeaderMap) -> Result<bool, ApiError> {
     }
 }
 
+/// The body format that `Content-Type` names, as `parse` reads its media
+/// type (lowercase, without parameters). Without a `Content-Type` the
+/// format is `missing`, when the protocol has a default.
+///
+/// # Errors
+/// 415 naming what was sent (or that nothing was) and `expected`.
+pub(super) fn body_format<F>(
+    headers: &HeaderMap,
+    parse: fn(&str) -> Option<F>,
+    missing: Option<F>,
+    expected: &str,
+) -> Result<F, ApiError> {
+    let Some(essence) = media_type(headers) else {
+        return missing.ok_or_else(|| {
+            ApiError::UnsupportedMediaType(format!("missing Content-Type; {expected}"))
+        });
+    };
+    parse(&essence).ok_or_else(|| {
+        ApiError::UnsupportedMediaType(format!(
+            "Content-Type {essence:?} is not accepted; {expected}"
+        ))
+    })
+}
+
 /// The media type of `Content-Type`, lowercase and without parameters.
-pub(super) fn media_type(headers: &HeaderMap) -> Option<String> {
+fn media_type(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::CONTENT_TYPE)?;
     Some(
         value

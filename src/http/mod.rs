@@ -8,9 +8,12 @@
 //! errors are logged once, by the `log_errors` middleware, never where they
 //! are made.
 
+mod dashboard;
 mod error;
 mod events;
 mod ingest;
+mod loki;
+mod otlp;
 mod publish;
 mod stats;
 mod subscribe;
@@ -34,7 +37,7 @@ pub use error::{ApiError, InternalError};
 pub use events::ListParams;
 pub use subscribe::{SubscribeLimits, SubscribeParams};
 
-use crate::decode::DecodeLimits;
+use crate::decode::{DecodeLimits, FormatMapping};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -64,6 +67,9 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub ingest: Ingest,
     pub limits: Limits,
+    /// How foreign formats (OTLP, Loki) name their events' topic and
+    /// source.
+    pub mapping: Arc<FormatMapping>,
     pub metrics: Arc<Metrics>,
     /// The newest committed `seq` and the recent commits, for subscribers.
     pub tail: Arc<Tail>,
@@ -83,6 +89,7 @@ impl AppState {
         store: Arc<dyn Store>,
         ingest: Ingest,
         limits: Limits,
+        mapping: FormatMapping,
         metrics: Arc<Metrics>,
         tail: Arc<Tail>,
     ) -> Self {
@@ -91,6 +98,7 @@ impl AppState {
             store,
             ingest,
             limits,
+            mapping: Arc::new(mapping),
             metrics,
             tail,
             shutdown: CancellationToken::new(),
@@ -101,10 +109,22 @@ impl AppState {
     }
 }
 
+/// Every route that writes events: `/publish` and the foreign ingest
+/// formats. One group, so that a layer covering publishing (such as an
+/// authorization scope) covers every way in.
+fn ingest_routes() -> Router<AppState> {
+    Router::new()
+        .route("/publish", post(publish::publish))
+        .route("/publish/{topic}", post(publish::publish_raw))
+        .route("/v1/logs", post(otlp::export_logs))
+        .route("/loki/api/v1/push", post(loki::push))
+}
+
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/publish", post(publish::publish))
+        .route("/", get(dashboard::page))
+        .merge(ingest_routes())
         .route("/events", get(events::list))
         .route("/events/{topic}/{event_id}", get(events::one))
         .route("/topics", get(events::topics))

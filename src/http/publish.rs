@@ -1,42 +1,105 @@
 //! `POST /publish`: logagg's own format (one event, a JSON array, or
-//! NDJSON) through the shared ingest path. The answer waits for the durable
-//! commit.
+//! NDJSON), and `POST /publish/{topic}`: log shippers' records for one
+//! topic, both through the shared ingest path. The answer waits for the
+//! durable commit.
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 
-use super::ingest::{ingest, media_type};
+use super::error::ApiQuery;
+use super::ingest::{BodyCodec, body_format, ingest};
 use super::{ApiError, AppState};
 use crate::api::Receipt;
 use crate::decode::publish::{Format, decode};
+use crate::decode::raw::{self, RawOptions};
 
 pub async fn publish(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Receipt>, ApiError> {
-    let format = body_format(&headers)?;
+    let format = body_format(
+        &headers,
+        Format::from_media_type,
+        None,
+        "use application/json (an event or an array of events) \
+         or application/x-ndjson (one event per line)",
+    )?;
     let limits = state.limits.decode;
-    let receipt = ingest(&state, &headers, body, move |bytes| {
-        decode(bytes, format, &limits)
+    let ingested = ingest(&state, &headers, body, BodyCodec::Plain, move |bytes| {
+        decode(bytes, format, &limits).map(Into::into)
     })
     .await?;
-    Ok(Json(receipt))
+    Ok(Json(ingested.receipt))
 }
 
-fn body_format(headers: &HeaderMap) -> Result<Format, ApiError> {
-    const EXPECTED: &str = "use application/json (an event or an array of events) \
-                            or application/x-ndjson (one event per line)";
-    let Some(essence) = media_type(headers) else {
-        return Err(ApiError::UnsupportedMediaType(format!(
-            "missing Content-Type; {EXPECTED}"
-        )));
+/// What `POST /publish/{topic}` may say about its records.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuery {
+    /// The record field holding its event id (else a hash of the record).
+    id_field: Option<String>,
+    /// The record field holding its time (else the arrival time).
+    time_field: Option<String>,
+    /// The record field holding its source (else the request's).
+    source_field: Option<String>,
+}
+
+/// The header naming the source of a shipper's records.
+pub const SOURCE_HEADER: &str = "x-logagg-source";
+
+/// `POST /publish/{topic}`: records from a log shipper (JSON objects in any
+/// layout, or text lines) into one topic, through the shared ingest path.
+/// Answers with the same receipt as `/publish`, after the commit.
+pub async fn publish_raw(
+    State(state): State<AppState>,
+    Path(topic): Path<String>,
+    ApiQuery(query): ApiQuery<RawQuery>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Receipt>, ApiError> {
+    let format = body_format(
+        &headers,
+        raw::Format::from_media_type,
+        None,
+        "use application/json (objects, arrays of them, or NDJSON), \
+         application/x-ndjson or text/plain (one record per line)",
+    )?;
+    let options = RawOptions {
+        topic,
+        id_field: query.id_field,
+        time_field: query.time_field,
+        source_field: query.source_field,
+        source: request_source(&headers),
+        received: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     };
-    Format::from_media_type(&essence).ok_or_else(|| {
-        ApiError::UnsupportedMediaType(format!(
-            "Content-Type {essence:?} is not accepted; {EXPECTED}"
-        ))
+    let limits = state.limits.decode;
+    let ingested = ingest(&state, &headers, body, BodyCodec::Plain, move |bytes| {
+        raw::decode(bytes, format, &options, &limits).map(Into::into)
     })
+    .await?;
+    Ok(Json(ingested.receipt))
+}
+
+/// The source of records that do not name theirs: the `X-Logagg-Source`
+/// header, else the product of the `User-Agent` (`Fluent-Bit`,
+/// `Vector/0.48.0` gives `Vector`), else `http`.
+fn request_source(headers: &HeaderMap) -> String {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(source) = header(SOURCE_HEADER) {
+        return source.to_owned();
+    }
+    header(axum::http::header::USER_AGENT.as_str())
+        .and_then(|agent| agent.split(['/', ' ']).next())
+        .filter(|product| !product.is_empty())
+        .unwrap_or("http")
+        .to_owned()
 }

@@ -538,9 +538,9 @@ fn body_cases() -> Vec<Case> {
         .content_type(None),
         Case::request("unknown path", Method::GET, "/nope", 404, "not-found"),
         Case::request(
-            "publish to an unknown path",
+            "publish to an unknown path (/publish/{topic} takes one segment)",
             Method::POST,
-            "/publish/extra",
+            "/publish/extra/more",
             404,
             "not-found",
         ),

@@ -6,10 +6,13 @@
 mod common;
 
 mod bad_input;
+mod clients;
 mod container;
+mod dashboard;
 mod dedup;
 mod disk_full;
 mod durability;
+mod formats;
 mod model;
 mod publisher;
 mod reads;

@@ -18,6 +18,9 @@ use crate::api::Receipt;
 /// How often the bar is redrawn.
 pub(crate) const PROGRESS_TICK: Duration = Duration::from_millis(250);
 
+/// The longest latency the summary tells apart: an hour, in microseconds.
+const LATENCY_MICROS_MAX: u64 = 3_600_000_000;
+
 /// How often a plain progress line is printed when stderr is not a terminal.
 const PLAIN_LINE_EVERY: Duration = Duration::from_secs(5);
 
@@ -50,12 +53,24 @@ impl Default for Tally {
             retries: 0,
             failed: 0,
             unanswered: 0,
-            latencies: Histogram::new(3).expect("3 significant digits is a valid precision"),
+            // 1 µs to an hour at three significant digits (~350 KB). The
+            // range is fixed: `saturating_record` clamps before it would
+            // resize, so an auto-resizing histogram would clamp everything
+            // to its initial tiny range.
+            latencies: Histogram::new_with_bounds(1, LATENCY_MICROS_MAX, 3)
+                .expect("1 µs to an hour at 3 significant digits is a valid histogram"),
         }
     }
 }
 
 impl Tally {
+    /// Adds one acknowledged request's latency, clamped into the
+    /// histogram's range.
+    fn record_latency(&mut self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.latencies.saturating_record(micros);
+    }
+
     pub(crate) fn dispatched(&mut self, events: usize) {
         self.requests += 1;
         self.sent += events as u64;
@@ -67,10 +82,7 @@ impl Tally {
         match &delivery.outcome {
             Ok(acked) => {
                 self.acked.add(&acked.receipt);
-                // The histogram grows to fit; a latency too large even for
-                // that is clamped to the largest it can hold.
-                let micros = u64::try_from(acked.latency.as_micros()).unwrap_or(u64::MAX);
-                self.latencies.saturating_record(micros);
+                self.record_latency(acked.latency);
             }
             Err(_) => self.failed += delivery.request.events as u64,
         }
@@ -303,12 +315,14 @@ impl Progress {
 mod tests {
     use super::*;
 
+    /// A tally's histogram after recording these latencies the way a run
+    /// does.
     fn histogram(millis: impl IntoIterator<Item = u64>) -> Histogram<u64> {
-        let mut samples = Histogram::new(3).expect("valid precision");
+        let mut tally = Tally::default();
         for ms in millis {
-            samples.record(ms * 1000).expect("in range");
+            tally.record_latency(Duration::from_millis(ms));
         }
-        samples
+        tally.latencies
     }
 
     #[test]
@@ -321,5 +335,8 @@ mod tests {
         assert!(latency(&histogram([])).is_none());
         let one = latency(&histogram([7])).expect("one");
         assert!(close(one.p50, 7.0) && close(one.max, 7.0), "{one:?}");
+        // Past the range: clamped to an hour, not dropped.
+        let huge = latency(&histogram([10 * 3_600_000])).expect("one");
+        assert!(close(huge.max, 3_600_000.0), "{huge:?}");
     }
 }
