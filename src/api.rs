@@ -127,6 +127,23 @@ pub struct Stats {
     pub queue_capacity_events: u64,
     pub subscribers: u64,
     pub events_delivered: u64,
+    /// Whether commits are failing for a full disk (publishes get 507;
+    /// reads go on). Set by the first refused commit, cleared by the next
+    /// one that succeeds.
+    #[serde(default)]
+    pub disk_full: bool,
+}
+
+/// The body of `GET /health`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok`, or `degraded` while it serves reads but cannot store events.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disk_full: bool,
+    /// What is wrong and what it means, when degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@
 //! rewritten, and the payload stays as the raw JSON text (big integers, key
 //! order and unicode escapes intact).
 
+mod exact;
+
 use std::borrow::Cow;
 use std::fmt;
 
@@ -306,6 +308,13 @@ impl EventId {
 /// `*` for exactly one token, `>` (last only) for one or more trailing
 /// tokens. `auth.*` matches `auth.login` but not `auth` or `auth.a.b`;
 /// `auth.>` matches both `auth.login` and `auth.a.b`; `>` matches everything.
+///
+/// Tokens are whatever lies between dots, and may be empty, exactly as in
+/// topics (`a..b` has the three tokens `a`, `` and `b`): every topic is a
+/// pattern that matches itself and nothing else, `*` matches an empty token
+/// too (`a.*.b` matches `a..b`), and `>` matches empty trailing tokens
+/// (`a.>` matches `a.`). Issue 11 found topics with empty tokens that no
+/// pattern could name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicPattern {
     pattern: String,
@@ -320,15 +329,14 @@ impl TopicPattern {
     /// Parses a pattern.
     ///
     /// # Errors
-    /// A short reason when a token is empty, `>` is not last, a wildcard is
-    /// mixed with other characters in one token, or a character is not
-    /// allowed in topics.
+    /// A short reason when the pattern is empty or too long, `>` is not
+    /// last, a wildcard is mixed with other characters in one token, or a
+    /// character is not allowed in topics.
     pub fn parse(pattern: &str, limits: &FieldLimits) -> Result<Self, String> {
         check_length(pattern, limits)?;
         let tokens: Vec<&str> = pattern.split('.').collect();
         for (i, token) in tokens.iter().enumerate() {
             match *token {
-                "" => return Err("has an empty token (check the dots)".to_owned()),
                 ">" if i + 1 != tokens.len() => {
                     return Err("may use '>' only as its last token".to_owned());
                 }
@@ -507,20 +515,14 @@ impl Event {
     }
 
     /// Whether `other` carries the same content as `self`: same key and same
-    /// timestamp, source and payload. Payloads that differ only in
-    /// insignificant whitespace or key order count as the same.
+    /// timestamp, source and payload. Payloads are compared as JSON values,
+    /// exactly: whitespace, key order and string escapes do not count, and
+    /// numbers are equal when their decimal values are, however many digits
+    /// they have (see `src/event/exact.rs`).
     pub fn same_content(&self, timestamp: &str, source: &str, payload: &str) -> bool {
-        if self.timestamp != timestamp || self.source != source {
-            return false;
-        }
-        if self.payload.get() == payload {
-            return true;
-        }
-        let parse = |text: &str| serde_json::from_str::<serde_json::Value>(text).ok();
-        match (parse(self.payload.get()), parse(payload)) {
-            (Some(a), Some(b)) => a == b,
-            _ => false,
-        }
+        self.timestamp == timestamp
+            && self.source == source
+            && (self.payload.get() == payload || exact::same_json(self.payload.get(), payload))
     }
 }
 
@@ -780,10 +782,84 @@ mod tests {
     #[test]
     fn malformed_patterns_are_rejected() {
         let limits = FieldLimits::default();
-        for bad in [
-            "", "auth.", ".auth", "auth..x", ">.auth", "au*", "a>.b", "a b",
-        ] {
+        for bad in ["", ">.auth", "au*", "a>.b", "a b", "a.**", "a.>>", "*.>.x"] {
             assert!(TopicPattern::parse(bad, &limits).is_err(), "{bad:?}");
+        }
+    }
+
+    /// Issue 11, defect 5: `a..b` could be published, but the pattern
+    /// `a..b` was refused ("has an empty token"), so nothing could follow
+    /// exactly that topic.
+    #[test]
+    fn topics_with_empty_tokens_can_be_named_by_patterns() {
+        let limits = FieldLimits::default();
+        let cases = [
+            ("a..b", "a..b", true),
+            ("a..b", "a.b", false),
+            ("a.*.b", "a..b", true),
+            ("a.>", "a..b", true),
+            ("a.>", "a.", true),
+            ("a.*", "a.", true),
+            ("*.a", ".a", true),
+            (".", ".", true),
+            (".", "..", false),
+            ("*.*", ".", true),
+            (">", ".", true),
+            ("a.", "a", false),
+        ];
+        for (pattern, topic, expected) in cases {
+            assert!(Topic::parse(topic.to_owned(), &limits).is_ok(), "{topic}");
+            let parsed = TopicPattern::parse(pattern, &limits).expect(pattern);
+            assert_eq!(parsed.matches(topic), expected, "{pattern} ~ {topic}");
+        }
+    }
+
+    /// Token by token, the plainest reading of the pattern rules: the
+    /// property tests hold `TopicPattern` to it.
+    fn reference_match(pattern: &str, topic: &str) -> bool {
+        let pattern: Vec<&str> = pattern.split('.').collect();
+        let topic: Vec<&str> = topic.split('.').collect();
+        let token = |(p, t): (&&str, &&str)| *p == "*" || p == t;
+        match pattern.split_last() {
+            Some((&">", head)) => topic.len() > head.len() && head.iter().zip(&topic).all(token),
+            _ => pattern.len() == topic.len() && pattern.iter().zip(&topic).all(token),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn patterns_match_as_the_reference_does(
+            pattern in "[ab*>.]{1,8}",
+            topic in "[ab.]{1,8}",
+        ) {
+            let limits = FieldLimits::default();
+            let tokens: Vec<&str> = pattern.split('.').collect();
+            let well_formed = tokens.iter().enumerate().all(|(i, token)| match *token {
+                "*" => true,
+                ">" => i + 1 == tokens.len(),
+                literal => !literal.contains(['*', '>']),
+            });
+            match TopicPattern::parse(&pattern, &limits) {
+                Ok(parsed) => proptest::prop_assert_eq!(
+                    parsed.matches(&topic),
+                    reference_match(&pattern, &topic),
+                    "{} ~ {}", pattern, topic
+                ),
+                Err(reason) => proptest::prop_assert!(!well_formed, "{:?} refused: {}", pattern, reason),
+            }
+            proptest::prop_assert_eq!(TopicPattern::parse(&pattern, &limits).is_ok(), well_formed);
+        }
+
+        #[test]
+        fn every_topic_is_a_pattern_naming_exactly_itself(
+            topic in "[ab.]{1,8}",
+            other in "[ab.]{1,8}",
+        ) {
+            let limits = FieldLimits::default();
+            Topic::parse(topic.clone(), &limits).expect("a valid topic");
+            let pattern = TopicPattern::parse(&topic, &limits).expect("every topic is a pattern");
+            proptest::prop_assert_eq!(pattern.exact(), Some(topic.as_str()));
+            proptest::prop_assert_eq!(pattern.matches(&other), other == topic);
         }
     }
 
@@ -801,5 +877,8 @@ mod tests {
         assert!(event.same_content(ts, "auth", r#"{ "n": 12345678901234567890123 }"#));
         assert!(!event.same_content(ts, "auth", r#"{"n":1}"#));
         assert!(!event.same_content(ts, "other", r#"{"n":12345678901234567890123}"#));
+        // Issue 11, defect 4: beyond 64 bits, serde_json::Value rounded
+        // both to the same f64 and called this conflict a duplicate.
+        assert!(!event.same_content(ts, "auth", r#"{"n":12345678901234567890124}"#));
     }
 }

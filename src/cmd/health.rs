@@ -1,4 +1,5 @@
-//! `logagg health`: exit 0 when a server answers `GET /health` with 200.
+//! `logagg health`: exit 0 when a server answers `GET /health` with 200
+//! (also when it says it is degraded, as on a full disk, which it prints).
 //! Meant for container health checks (the image has no curl).
 
 use std::net::SocketAddr;
@@ -8,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::client::BaseUrl;
+use crate::api::Health;
 use crate::config::parse_duration;
 
 /// Settings of `logagg health`.
@@ -44,7 +46,13 @@ pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
         .with_context(|| format!("reaching {url} (is the server running?)"))?;
     let status = response.status();
     if status.is_success() {
-        println!("healthy: {url} answered {status}");
+        // A degraded server (a full disk) still serves reads: healthy for a
+        // container check, but said, so it shows in `docker inspect`.
+        let health: Option<Health> = response.json().await.ok();
+        match health.and_then(|h| h.detail.filter(|_| h.status == "degraded")) {
+            Some(detail) => println!("degraded: {url} answered {status}: {detail}"),
+            None => println!("healthy: {url} answered {status}"),
+        }
         Ok(())
     } else {
         let body = response.text().await.unwrap_or_default();

@@ -23,6 +23,10 @@ use crate::event::FieldError;
 use crate::ingest::IngestError;
 use crate::store::StoreError;
 
+/// The `Retry-After` of a 507: room rarely comes back within a second, and
+/// publishers should not hammer a server that cannot store anything.
+pub const DISK_FULL_RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// An error answer. Each variant's doc names its status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -56,8 +60,9 @@ pub enum ApiError {
         detail: String,
         retry_after: Duration,
     },
-    /// 507: the disk is full; nothing of the request was stored.
-    #[error("the server's disk is full")]
+    /// 507 + `Retry-After`: the disk is full; nothing of the request was
+    /// stored. Reads go on, and a retry succeeds once there is room.
+    #[error("the server's disk is full; nothing of this request was stored, retry later")]
     DiskFull,
     /// 500: a bug or an I/O failure; logged, never detailed to the client.
     #[error("internal error")]
@@ -121,6 +126,7 @@ impl IntoResponse for ApiError {
         };
         let retry_after = match &self {
             Self::Unavailable { retry_after, .. } => Some(retry_after.as_secs().max(1)),
+            Self::DiskFull => Some(DISK_FULL_RETRY_AFTER.as_secs()),
             _ => None,
         };
         let (errors, internal) = match self {
@@ -269,6 +275,15 @@ mod tests {
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(retry_after.expect("Retry-After"), "1");
         assert!(body.get("errors").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_507_with_retry_after() {
+        let error = ApiError::from(IngestError::Commit(Arc::new(StoreError::DiskFull)));
+        let (status, retry_after, body) = render(error).await;
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(retry_after.expect("Retry-After"), "5");
+        assert_eq!(body["type"], "urn:logagg:problem:disk-full");
     }
 
     #[tokio::test]

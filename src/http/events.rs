@@ -7,14 +7,43 @@ use serde::{Deserialize, Serialize};
 
 use super::error::ApiQuery;
 use super::{ApiError, AppState, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
-use crate::event::Topic;
+use crate::event::{FieldLimits, Topic};
 use crate::store::{EventQuery, StoredEvent, TopicSummary};
 
+/// The query string of `GET /events`, as it arrived.
 #[derive(Debug, Deserialize)]
 pub struct ListParams {
     topic: Option<String>,
     after: Option<u64>,
     limit: Option<usize>,
+}
+
+impl ListParams {
+    /// Checks the parameters and makes the store query: a pure function, so
+    /// that the fuzz target `query` runs exactly what the handler runs.
+    ///
+    /// # Errors
+    /// 400 for a `limit` outside 1..=[`PAGE_LIMIT_MAX`] or a malformed topic.
+    pub fn into_query(self, fields: &FieldLimits) -> Result<EventQuery, ApiError> {
+        let limit = self.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
+        if !(1..=PAGE_LIMIT_MAX).contains(&limit) {
+            return Err(ApiError::BadRequest(format!(
+                "limit must be between 1 and {PAGE_LIMIT_MAX}, got {limit}"
+            )));
+        }
+        let topic = match self.topic {
+            Some(topic) => Some(
+                Topic::parse(topic, fields)
+                    .map_err(|reason| ApiError::BadRequest(format!("topic {reason}")))?,
+            ),
+            None => None,
+        };
+        Ok(EventQuery {
+            topic: topic.map(|t| t.as_str().to_owned()),
+            after: self.after.unwrap_or(0),
+            limit,
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -29,24 +58,8 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<Page>, ApiError> {
-    let limit = params.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
-    if !(1..=PAGE_LIMIT_MAX).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and {PAGE_LIMIT_MAX}, got {limit}"
-        )));
-    }
-    let topic = match params.topic {
-        Some(topic) => Some(
-            Topic::parse(topic, &state.limits.decode.fields)
-                .map_err(|reason| ApiError::BadRequest(format!("topic {reason}")))?,
-        ),
-        None => None,
-    };
-    let query = EventQuery {
-        topic: topic.map(|t| t.as_str().to_owned()),
-        after: params.after.unwrap_or(0),
-        limit,
-    };
+    let query = params.into_query(&state.limits.decode.fields)?;
+    let limit = query.limit;
     let events = state.store.events(query).await?;
     let next_after = (events.len() == limit)
         .then(|| events.last().map(|e| e.seq))

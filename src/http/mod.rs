@@ -34,7 +34,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, InternalError};
-pub use subscribe::SubscribeLimits;
+pub use events::ListParams;
+pub use subscribe::{SubscribeLimits, SubscribeParams};
 
 use crate::decode::{DecodeLimits, FormatMapping};
 use crate::ingest::Ingest;

@@ -4,10 +4,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use serde::Serialize;
 
 use super::{ApiError, AppState};
-use crate::api::Stats;
+use crate::api::{Health, Stats};
 
 /// The counters, topics and `last_seq` come from one snapshot of the store
 /// (committed with the events, so they agree with each other and with what
@@ -23,16 +22,18 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiErro
         queue_capacity_events: state.ingest.capacity() as u64,
         subscribers: state.subscribers.connected() as u64,
         events_delivered: state.metrics.events_delivered.get(),
+        disk_full: state.ingest.disk_full(),
     }))
-}
-
-#[derive(Serialize)]
-pub struct Health {
-    status: &'static str,
 }
 
 /// 200 while the store answers and the consumer runs; 503 once shutdown has
 /// begun or either is gone.
+///
+/// A full disk is still 200, with `status: degraded`: the server serves
+/// every read and answers publishes at once with 507 + `Retry-After`, and
+/// restarting it would not make room, so a load balancer or orchestrator
+/// should keep it in rotation (and alert) rather than take it out or
+/// restart it (docs/architecture.md).
 pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     let unavailable = |detail: &str| ApiError::Unavailable {
         detail: detail.to_owned(),
@@ -45,7 +46,21 @@ pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
         return Err(unavailable("ingest consumer has stopped"));
     }
     state.store.check().await?;
-    Ok(Json(Health { status: "ok" }))
+    if state.ingest.disk_full() {
+        return Ok(Json(Health {
+            status: "degraded".to_owned(),
+            disk_full: true,
+            detail: Some(
+                "the disk is full: publishes get 507 until there is room (writing then resumes by itself); reads go on"
+                    .to_owned(),
+            ),
+        }));
+    }
+    Ok(Json(Health {
+        status: "ok".to_owned(),
+        disk_full: false,
+        detail: None,
+    }))
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {

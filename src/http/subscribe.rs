@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, stream};
@@ -29,7 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiQuery;
 use super::{ApiError, AppState};
-use crate::event::TopicPattern;
+use crate::event::{FieldLimits, TopicPattern};
 use crate::store::EventQuery;
 use crate::tail::{Interest, TailRead, write_frame};
 
@@ -72,10 +72,40 @@ impl Registry {
     }
 }
 
+/// The query string of `GET /subscribe`, as it arrived.
 #[derive(Debug, Deserialize)]
 pub struct SubscribeParams {
     topic: Option<String>,
     from: Option<String>,
+}
+
+impl SubscribeParams {
+    /// The pattern to follow and the cursor to start after, given the
+    /// request's `Last-Event-ID` and the newest committed `seq`: a pure
+    /// function, so that the fuzz target `query` runs exactly what the
+    /// handler runs.
+    ///
+    /// # Errors
+    /// 422 for a missing or malformed pattern; 400 for a bad `from` or
+    /// `Last-Event-ID`.
+    pub fn into_start(
+        self,
+        last_event_id: Option<&HeaderValue>,
+        committed: u64,
+        fields: &FieldLimits,
+    ) -> Result<(TopicPattern, u64), ApiError> {
+        let pattern = self
+            .topic
+            .ok_or_else(|| {
+                ApiError::Unprocessable("topic is required (a topic pattern)".to_owned())
+            })
+            .and_then(|raw| {
+                TopicPattern::parse(&raw, fields)
+                    .map_err(|reason| ApiError::Unprocessable(format!("pattern {raw:?} {reason}")))
+            })?;
+        let cursor = start_cursor(last_event_id, self.from.as_deref(), committed)?;
+        Ok((pattern, cursor))
+    }
 }
 
 pub async fn subscribe(
@@ -83,14 +113,11 @@ pub async fn subscribe(
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<SubscribeParams>,
 ) -> Result<Response, ApiError> {
-    let pattern = params
-        .topic
-        .ok_or_else(|| ApiError::Unprocessable("topic is required (a topic pattern)".to_owned()))
-        .and_then(|raw| {
-            TopicPattern::parse(&raw, &state.limits.decode.fields)
-                .map_err(|reason| ApiError::Unprocessable(format!("pattern {raw:?} {reason}")))
-        })?;
-    let cursor = start_cursor(&headers, params.from.as_deref(), state.tail.newest())?;
+    let (pattern, cursor) = params.into_start(
+        headers.get("last-event-id"),
+        state.tail.newest(),
+        &state.limits.decode.fields,
+    )?;
     let Ok(slot) = Arc::clone(&state.subscribers.slots).try_acquire_owned() else {
         return Err(ApiError::Unavailable {
             detail: format!(
@@ -125,8 +152,12 @@ pub async fn subscribe(
 
 /// Where a stream starts: after `Last-Event-ID` when reconnecting, else after
 /// `from` (a `seq`, or `now` for only new events), else from the beginning.
-fn start_cursor(headers: &HeaderMap, from: Option<&str>, committed: u64) -> Result<u64, ApiError> {
-    if let Some(last) = headers.get("last-event-id") {
+fn start_cursor(
+    last_event_id: Option<&HeaderValue>,
+    from: Option<&str>,
+    committed: u64,
+) -> Result<u64, ApiError> {
+    if let Some(last) = last_event_id {
         return last
             .to_str()
             .ok()

@@ -10,6 +10,7 @@
 //! when idle.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -17,10 +18,10 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::batch::{Batch, BatchPolicy};
-use super::{IngestError, Job, tally};
+use super::{IngestError, Job, Jobs, tally};
 use crate::event::Event;
 use crate::metrics::Metrics;
-use crate::store::{Commit, CommitTime, EventView, Outcome, Store};
+use crate::store::{Commit, CommitTime, EventView, Outcome, Store, StoreError};
 use crate::tail::{Frame, Framer, Tail};
 
 /// Starts the consumer task. It returns once every sender of `jobs` is
@@ -31,7 +32,7 @@ use crate::tail::{Frame, Framer, Tail};
 /// announces the commit to the `tail`.
 pub(crate) fn spawn(
     store: Arc<dyn Store>,
-    jobs: mpsc::UnboundedReceiver<Job>,
+    jobs: Jobs,
     policy: BatchPolicy,
     tail: Arc<Tail>,
     metrics: Arc<Metrics>,
@@ -40,14 +41,16 @@ pub(crate) fn spawn(
         store,
         tail,
         metrics,
+        disk_full: jobs.disk_full,
     };
-    tokio::spawn(consumer.run(jobs, policy))
+    tokio::spawn(consumer.run(jobs.receiver, policy))
 }
 
 struct Consumer {
     store: Arc<dyn Store>,
     tail: Arc<Tail>,
     metrics: Arc<Metrics>,
+    disk_full: Arc<AtomicBool>,
 }
 
 impl Consumer {
@@ -101,12 +104,25 @@ impl Consumer {
         let started = Instant::now();
         let received_at = CommitTime::now();
         let commit = match self.store.append(Arc::clone(&events), received_at).await {
-            Ok(commit) => commit,
+            Ok(commit) => {
+                if self.disk_full.swap(false, Ordering::Relaxed) {
+                    tracing::warn!("the disk has room again; commits resume");
+                }
+                commit
+            }
             Err(error) => {
-                tracing::error!(
-                    error = &error as &dyn std::error::Error,
-                    "commit failed; answering its requests with an error"
-                );
+                if matches!(error, StoreError::DiskFull) {
+                    if !self.disk_full.swap(true, Ordering::Relaxed) {
+                        tracing::error!(
+                            "the disk is full: publishes get 507 and store nothing until there is room; reads go on"
+                        );
+                    }
+                } else {
+                    tracing::error!(
+                        error = &error as &dyn std::error::Error,
+                        "commit failed; answering its requests with an error"
+                    );
+                }
                 let error = Arc::new(error);
                 for (reply, _, _) in replies {
                     // A closed reply means the client went away; nothing to do.

@@ -23,6 +23,15 @@
 //! - A request is never split across transactions.
 //! - Commit order is queue order, so `seq` follows acknowledgement order.
 //!
+//! # A full disk
+//!
+//! A commit that fails because the disk is full stores nothing, and its
+//! requests get [`IngestError::Commit`] with [`StoreError::DiskFull`] (507).
+//! The consumer remembers the condition until a commit succeeds again, for
+//! `/health` and `/stats` ([`Ingest::disk_full`]); it does not stop
+//! committing: every new request tries again, so writing resumes by itself
+//! as soon as there is room (the 507's `Retry-After` paces the publishers).
+//!
 //! # Shutdown
 //!
 //! The consumer runs until every [`Ingest`] handle is dropped; it then commits
@@ -33,6 +42,7 @@ pub mod batch;
 pub mod consumer;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -101,18 +111,42 @@ pub struct Ingest {
     /// this semaphore bounds it.
     room: Arc<Semaphore>,
     config: QueueConfig,
+    /// Set by the consumer while commits fail for a full disk.
+    disk_full: Arc<AtomicBool>,
+}
+
+/// The consumer's end of the queue.
+pub(crate) struct Jobs {
+    pub(crate) receiver: mpsc::UnboundedReceiver<Job>,
+    /// Shared with every [`Ingest`] handle: the consumer sets it when a
+    /// commit fails for a full disk and clears it when one succeeds.
+    pub(crate) disk_full: Arc<AtomicBool>,
 }
 
 impl Ingest {
-    /// Creates the queue; the receiver goes to [`consumer::spawn`].
-    pub(crate) fn new(config: QueueConfig) -> (Self, mpsc::UnboundedReceiver<Job>) {
+    /// Creates the queue; its other end goes to [`consumer::spawn`].
+    pub(crate) fn new(config: QueueConfig) -> (Self, Jobs) {
         let (jobs, receiver) = mpsc::unbounded_channel();
+        let disk_full = Arc::new(AtomicBool::new(false));
         let ingest = Self {
             jobs,
             room: Arc::new(Semaphore::new(config.capacity_events)),
             config,
+            disk_full: Arc::clone(&disk_full),
         };
-        (ingest, receiver)
+        (
+            ingest,
+            Jobs {
+                receiver,
+                disk_full,
+            },
+        )
+    }
+
+    /// Whether the last commit failed because the disk is full (and none
+    /// has succeeded since): publishes get 507 until there is room again.
+    pub fn disk_full(&self) -> bool {
+        self.disk_full.load(Ordering::Relaxed)
     }
 
     /// Queues `events` as one request and resolves once the transaction that

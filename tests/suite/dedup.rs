@@ -165,6 +165,39 @@ async fn a_conflict_inside_one_batch_keeps_the_first_copy() {
     assert_eq!(app.api.counters().await, counters(2, 1, 1, 1));
 }
 
+/// Issue 11, defect 4: payloads that differ only in an integer beyond 64
+/// bits were compared as `serde_json::Value`, rounded to the same `f64`,
+/// and the conflict counted as a plain duplicate.
+#[tokio::test]
+async fn payloads_differing_only_beyond_64_bits_are_a_conflict() {
+    let app = TestApp::spawn().await;
+    let body = |payload: &str| {
+        format!(
+            r#"{{"topic":"big","event_id":"1","timestamp":"2025-10-25T12:30:00Z","source":"s","payload":{payload}}}"#
+        )
+    };
+    let publish = async |payload: &str| {
+        let response = app.api.publish_raw("application/json", body(payload)).await;
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.expect("receipt")
+    };
+    assert_eq!(
+        publish(r#"{"n":18446744073709551616}"#).await,
+        receipt(1, 1, 0, 0)
+    );
+    assert_eq!(
+        publish(r#"{"n":18446744073709551617}"#).await,
+        receipt(1, 0, 1, 1),
+        "one more than 2^64 is other content"
+    );
+    assert_eq!(
+        publish(r#"{ "n" : 18446744073709551616.0 }"#).await,
+        receipt(1, 0, 1, 0),
+        "the same number, written otherwise, is the same content"
+    );
+    assert_eq!(app.api.counters().await, counters(3, 1, 2, 1));
+}
+
 /// 4,000 distinct events plus 1,000 extra copies, shuffled, so copies land in
 /// the same batch, in other batches of the same client, and in other clients.
 pub(crate) fn load_with_duplicates(rng: &mut Rng) -> Vec<Value> {

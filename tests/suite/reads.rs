@@ -1,8 +1,10 @@
 //! Reads: `/events` paging and fidelity, `/events/{topic}/{id}`, `/topics`,
-//! `/health`, `/metrics`.
+//! `/stats`, `/health`, `/metrics`.
+
+use std::time::Duration;
 
 use crate::common::{TestApp, event};
-use serde_json::json;
+use serde_json::{Value, json};
 
 #[tokio::test]
 async fn stored_event_comes_back_exactly_as_sent() {
@@ -200,4 +202,66 @@ async fn health_command_exits_zero_only_for_a_healthy_server() {
     assert_eq!(code, Some(1));
     assert_eq!(stderr.trim().lines().count(), 1, "one-line error: {stderr}");
     assert!(stderr.starts_with("error: "), "{stderr}");
+}
+
+/// Issue 11, defect 6: `/stats` read its counters and `last_seq` in separate
+/// statements, so under load `last_seq` lagged `unique_processed`. Every
+/// answer must be one snapshot: with the embedded store `seq` has no gaps,
+/// so `last_seq == unique_processed` always, and the counters add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_stats_answer_is_one_snapshot_while_publishers_commit() {
+    let app = TestApp::spawn().await;
+    let publishers: Vec<_> = (0..4)
+        .map(|client| {
+            let api = app.api.separate_client();
+            tokio::spawn(async move {
+                for round in 0..150 {
+                    // Each batch repeats one of its events: duplicates move
+                    // the counters without moving `last_seq`.
+                    let mut batch: Vec<Value> = (0..20)
+                        .map(|i| event(&format!("t{i}"), &format!("{client}-{round}-{i}")))
+                        .collect();
+                    batch.push(batch[0].clone());
+                    api.publish_ok(&json!(batch)).await;
+                }
+            })
+        })
+        .collect();
+    let poller = app.api.separate_client();
+    let mut polls = 0;
+    let mut inconsistent = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while !publishers.iter().all(tokio::task::JoinHandle::is_finished) {
+        assert!(tokio::time::Instant::now() < deadline, "publishers finish");
+        let stats = poller.stats().await;
+        polls += 1;
+        let count = |name: &str| stats[name].as_u64().expect("a count");
+        let (received, unique, duplicates, last_seq) = (
+            count("received"),
+            count("unique_processed"),
+            count("duplicate_dropped"),
+            count("last_seq"),
+        );
+        if last_seq != unique || received != unique + duplicates {
+            inconsistent.push(stats);
+        }
+    }
+    for publisher in publishers {
+        publisher.await.expect("publisher did not panic");
+    }
+    assert!(polls >= 20, "only {polls} polls overlapped the publishing");
+    assert!(
+        inconsistent.is_empty(),
+        "{} of {polls} /stats answers mixed two states, e.g. {}",
+        inconsistent.len(),
+        inconsistent[0]
+    );
+    let stats = app.api.stats().await;
+    assert_eq!(
+        (
+            stats["unique_processed"].as_u64(),
+            stats["last_seq"].as_u64()
+        ),
+        (Some(12_000), Some(12_000))
+    );
 }

@@ -200,12 +200,50 @@ async fn patterns_receive_exactly_their_topics() {
     }
 }
 
+/// Issue 11, defect 5: `a..b` could be published, but no pattern could name
+/// it (`a..b` was refused for its empty token). Tokens may be empty in
+/// patterns as in topics; `*` and `>` match empty tokens too.
+#[tokio::test]
+async fn topics_with_empty_tokens_can_be_followed_exactly_and_by_wildcards() {
+    let app = TestApp::spawn().await;
+    let cases: [(&str, &[&str]); 4] = [
+        ("a..b", &["a..b"]),
+        ("a.*.b", &["a..b", "a.x.b"]),
+        ("a.>", &["a..b", "a.x.b", "a.", "a.b"]),
+        ("*.a", &[".a"]),
+    ];
+    let mut streams = Vec::new();
+    for (pattern, _) in &cases {
+        streams.push(Stream::open(&app.api, pattern, None).await);
+    }
+    let topics = ["a..b", "a.x.b", "a.", ".a", "a.b", "a"];
+    let events: Vec<Value> = topics.iter().map(|t| event(t, "1")).collect();
+    app.api.publish_ok(&json!(events)).await;
+    // A marker every pattern matches: what comes before it is everything.
+    let marker = |topic| event(topic, "marker");
+    app.api
+        .publish_ok(&json!([marker("a..b"), marker(".a")]))
+        .await;
+    for ((pattern, expected), stream) in cases.iter().zip(&mut streams) {
+        let received = stream.take(expected.len()).await;
+        let topics: Vec<&str> = received
+            .iter()
+            .map(|e| e["topic"].as_str().expect("topic"))
+            .collect();
+        assert_eq!(topics, *expected, "{pattern}");
+        let next = stream.next().await.expect("the marker");
+        assert_eq!(next["event_id"], "marker", "{pattern}: nothing else");
+    }
+    let stored = app.api.all_events(Some("a..b")).await;
+    assert_eq!(stored.len(), 2, "/events names the topic too");
+}
+
 #[tokio::test]
 async fn bad_subscriptions_get_problem_documents() {
     let app = TestApp::spawn().await;
     let cases = [
         ("/subscribe", 422),
-        ("/subscribe?topic=auth..x", 422),
+        ("/subscribe?topic=auth.%3E%3E", 422),
         ("/subscribe?topic=%3E.auth", 422),
         ("/subscribe?topic=au*", 422),
         ("/subscribe?topic=a&from=-1", 400),
