@@ -6,8 +6,11 @@
 //! [`ApiError`]s. Every request gets an `x-request-id` (kept when the client
 //! sends one) that its trace span and any error log line carry; server
 //! errors are logged once, by the `log_errors` middleware, never where they
-//! are made.
+//! are made. Routes are grouped by what they need ([`auth`]): the ingest
+//! routes a `publish` token, the read routes a `read` token, when tokens
+//! are configured.
 
+pub mod auth;
 mod dashboard;
 mod error;
 mod events;
@@ -37,6 +40,7 @@ pub use error::{ApiError, InternalError};
 pub use events::ListParams;
 pub use subscribe::{SubscribeLimits, SubscribeParams};
 
+use self::auth::{Access, Scope};
 use crate::decode::{DecodeLimits, FormatMapping};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
@@ -81,6 +85,8 @@ pub struct AppState {
     /// a burst of large requests queues here instead of taking every
     /// blocking thread.
     pub(crate) decode_slots: Arc<Semaphore>,
+    /// Which token may call which route; read by [`router`] only.
+    pub access: Access,
 }
 
 impl AppState {
@@ -105,7 +111,15 @@ impl AppState {
             started: Instant::now(),
             subscribers: subscribe::Registry::new(limits.subscribe.subscribers_max),
             decode_slots: Arc::new(Semaphore::new(cores)),
+            access: Access::open(),
         }
+    }
+
+    /// The same state, with `access` deciding who may call what (the
+    /// default: everyone everything).
+    #[must_use]
+    pub fn with_access(self, access: Access) -> Self {
+        Self { access, ..self }
     }
 }
 
@@ -120,18 +134,28 @@ fn ingest_routes() -> Router<AppState> {
         .route("/loki/api/v1/push", post(loki::push))
 }
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
+/// Every route that reads what is stored or happening: one group, behind
+/// the `read` scope.
+fn read_routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(dashboard::page))
-        .merge(ingest_routes())
         .route("/events", get(events::list))
         .route("/events/{topic}/{event_id}", get(events::one))
         .route("/topics", get(events::topics))
         .route("/subscribe", get(subscribe::subscribe))
         .route("/stats", get(stats::stats))
-        .route("/health", get(stats::health))
-        .route("/metrics", get(stats::metrics))
+}
+
+/// The whole API. The dashboard page is open (it is static; its requests
+/// carry the reader's token); `/health` and `/metrics` are guarded as the
+/// access rules say.
+pub fn router(state: AppState) -> Router {
+    let access = state.access.clone();
+    Router::new()
+        .route("/", get(dashboard::page))
+        .merge(access.guard(ingest_routes(), Scope::Publish))
+        .merge(access.guard(read_routes(), Scope::Read))
+        .merge(access.guard_health(Router::new().route("/health", get(stats::health))))
+        .merge(access.guard_metrics(Router::new().route("/metrics", get(stats::metrics))))
         // Innermost first: a panic becomes a 500 that is logged with its
         // route, then counted.
         .route_layer(CatchPanicLayer::custom(panic_response))
