@@ -401,3 +401,174 @@ async fn a_server_open_beyond_loopback_says_so_loudly() {
     assert!(warning.contains("--auth-tokens"), "{warning}");
     assert!(!loopback_log.text().contains("AUTHENTICATION IS OFF"));
 }
+
+/// What a client command printed and how it exited.
+struct Ran {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `logagg ARGS` with `env` (and no token from the test's own
+/// environment), stdin from `input`, within a minute.
+async fn logagg(args: &[&str], env: &[(&str, &str)], input: &str) -> Ran {
+    use tokio::io::AsyncWriteExt;
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_logagg"));
+    command
+        .args(args)
+        .env_remove("LOGAGG_TOKEN")
+        .env_remove("LOGAGG_TOKEN_FILE")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("spawning logagg");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.write_all(input.as_bytes()).await.expect("stdin");
+    drop(stdin);
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("logagg {args:?} did not finish"))
+        .expect("waiting for logagg");
+    Ran {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// How many requests to `route` the server answered with `status`, from
+/// its `/metrics` (read with the admin token).
+async fn answered(app: &TestApp, route: &str, status: u16) -> u64 {
+    let text = Call::get("/metrics")
+        .send(app, Some(ADMIN))
+        .await
+        .text()
+        .await
+        .expect("metrics");
+    text.lines()
+        .filter(|line| line.starts_with("logagg_http_requests_total{"))
+        .filter(|line| {
+            line.contains(&format!("route=\"{route}\""))
+                && line.contains(&format!("status=\"{status}\""))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn publish_sends_its_token_and_a_refusal_is_one_line_without_retries() {
+    let app = server_with_tokens(|_| {}).await;
+    let url = app.api.base.clone();
+    let input = format!("{}\n", event("cli.publish", "1"));
+    let publish = |extra: &'static [&'static str]| {
+        let mut args = vec!["publish", "--url", &url, "--concurrency", "1", "-"];
+        args.extend_from_slice(extra);
+        logagg_owned(args, input.clone())
+    };
+    for (extra, says) in [
+        (
+            &[][..],
+            "the server requires a bearer token (401 Unauthorized): pass --token",
+        ),
+        (
+            &["--token", STRANGER][..],
+            "the server refused the token (401 Unauthorized)",
+        ),
+        (
+            &["--token", READER][..],
+            "the token lacks the publish scope (403 Forbidden)",
+        ),
+    ] {
+        let ran = publish(extra).await;
+        assert!(!ran.success, "{extra:?}: {}", ran.stdout);
+        assert_eq!(ran.stderr.lines().count(), 1, "{extra:?}: {}", ran.stderr);
+        assert!(ran.stderr.contains(says), "{extra:?}: {}", ran.stderr);
+        assert!(ran.stderr.contains("not stored"), "{}", ran.stderr);
+    }
+    // One attempt each: a refused token is never retried.
+    assert_eq!(answered(&app, "/publish", 401).await, 2);
+    assert_eq!(answered(&app, "/publish", 403).await, 1);
+
+    let ran = publish(&["--token", PUBLISHER]).await;
+    assert!(ran.success, "{}", ran.stderr);
+    // --verify reads /stats, which needs read too.
+    let ran = publish(&["--token", PUBLISHER, "--verify"]).await;
+    assert!(!ran.success);
+    assert!(
+        ran.stderr
+            .contains("(for --verify): the token lacks the read scope"),
+        "{}",
+        ran.stderr
+    );
+    let ran = publish(&["--token", ADMIN, "--verify"]).await;
+    assert!(ran.success, "{}", ran.stderr);
+}
+
+/// [`logagg`] with owned arguments, for closures.
+async fn logagg_owned(args: Vec<&str>, input: String) -> Ran {
+    logagg(&args, &[], &input).await
+}
+
+#[tokio::test]
+async fn subscribe_and_health_send_their_token_from_a_flag_a_file_or_the_environment() {
+    use logagg::http::auth::RouteAccess;
+    let app = server_with_tokens(|config| config.health_access = RouteAccess::Read).await;
+    let url = app.api.base.as_str();
+    let stored = Call::post(
+        "/publish",
+        "application/json",
+        event("cli.subscribe", "1").to_string(),
+    )
+    .send(&app, Some(PUBLISHER))
+    .await;
+    assert_eq!(stored.status(), 200);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{READER}\n")).expect("write");
+    let token_file = token_file.to_str().expect("UTF-8 path");
+
+    let subscribe = ["subscribe", "cli.*", "--url", url, "--count", "1"];
+    let ran = logagg(&subscribe, &[], "").await;
+    assert!(!ran.success);
+    assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("requires a bearer token"),
+        "{}",
+        ran.stderr
+    );
+    let ran = logagg(&subscribe, &[("LOGAGG_TOKEN", PUBLISHER)], "").await;
+    assert!(
+        ran.stderr.contains("lacks the read scope"),
+        "{}",
+        ran.stderr
+    );
+    let ran = logagg(&subscribe, &[("LOGAGG_TOKEN", READER)], "").await;
+    assert!(ran.success, "{}", ran.stderr);
+    let printed: Value = serde_json::from_str(ran.stdout.trim()).expect("one event");
+    assert_eq!(printed["event_id"], "1");
+    let with_file = [&subscribe[..], &["--token-file", token_file]].concat();
+    assert!(logagg(&with_file, &[], "").await.success);
+
+    let health = ["health", "--url", url];
+    let ran = logagg(&health, &[], "").await;
+    assert!(!ran.success);
+    assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("requires a bearer token"),
+        "{}",
+        ran.stderr
+    );
+    let with_token = [&health[..], &["--token", READER]].concat();
+    let ran = logagg(&with_token, &[], "").await;
+    assert!(ran.success, "{}", ran.stderr);
+    assert!(ran.stdout.starts_with("healthy"), "{}", ran.stdout);
+    let both = [&with_token[..], &["--token-file", token_file]].concat();
+    let ran = logagg(&both, &[], "").await;
+    assert!(
+        !ran.success,
+        "--token and --token-file together are refused"
+    );
+}
