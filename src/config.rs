@@ -19,6 +19,7 @@ use crate::decode::otlp::OtlpMapping;
 use crate::decode::{DecodeLimits, FormatMapping};
 use crate::event::FieldLimits;
 use crate::http::auth::{Access, RouteAccess, Tokens, TokensError};
+use crate::http::cors::{CorsOrigins, parse_origin};
 use crate::http::{Limits, SubscribeLimits};
 use crate::ingest::QueueConfig;
 use crate::ingest::batch::BatchPolicy;
@@ -144,7 +145,7 @@ pub struct ServeConfig {
     )]
     pub loki_topic_labels: Vec<String>,
 
-    // ---- Authentication (src/http/auth.rs) ----------------------------
+    // ---- Authentication and CORS (src/http/auth.rs, src/http/cors.rs) --
     /// Require bearer tokens: a file with one `TOKEN SCOPE[,SCOPE...]` per
     /// line (scopes: publish, read, admin; `#` comments). Without it every
     /// route is open.
@@ -160,7 +161,13 @@ pub struct ServeConfig {
     /// Prometheus sends with `authorization: credentials_file`) or `open`.
     #[arg(long, env = "LOGAGG_METRICS_ACCESS", value_enum, default_value_t = RouteAccess::Read)]
     pub metrics_access: RouteAccess,
-    // ---- end of Authentication ----------------------------------------
+
+    /// Let web pages of this origin call the API from a browser
+    /// (`https://ops.example.com`; `*` for any); repeat the flag, or
+    /// separate with commas, for several. Off without it.
+    #[arg(long = "cors-origin", env = "LOGAGG_CORS_ORIGINS", value_name = "ORIGIN", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
+    // ---- end of Authentication and CORS --------------------------------
 }
 
 /// Settings that are each valid but do not fit together.
@@ -270,6 +277,10 @@ impl ServeConfig {
     pub fn access(&self) -> Result<Access, TokensError> {
         let tokens = self.auth_tokens.as_deref().map(Tokens::load).transpose()?;
         Ok(Access::new(tokens, self.health_access, self.metrics_access))
+    }
+
+    pub fn cors(&self) -> CorsOrigins {
+        CorsOrigins::new(&self.cors_origins)
     }
 
     pub fn batch_policy(&self) -> BatchPolicy {

@@ -110,7 +110,8 @@ impl Server {
             metrics,
             tail,
         )
-        .with_access(access);
+        .with_access(access)
+        .with_cors(config.cors());
         let catch_up = state.store.foreign_commits().map(|foreign| {
             tokio::spawn(tail::catch_up(
                 Arc::clone(&state.tail),

@@ -11,6 +11,7 @@
 //! are configured.
 
 pub mod auth;
+pub mod cors;
 mod dashboard;
 mod error;
 mod events;
@@ -26,7 +27,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -34,6 +35,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, InternalError};
@@ -41,6 +43,7 @@ pub use events::ListParams;
 pub use subscribe::{SubscribeLimits, SubscribeParams};
 
 use self::auth::{Access, Scope};
+use self::cors::CorsOrigins;
 use crate::decode::{DecodeLimits, FormatMapping};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
@@ -87,6 +90,9 @@ pub struct AppState {
     pub(crate) decode_slots: Arc<Semaphore>,
     /// Which token may call which route; read by [`router`] only.
     pub access: Access,
+    /// Which other web origins may call the API from a browser; read by
+    /// [`router`] only.
+    pub cors: CorsOrigins,
 }
 
 impl AppState {
@@ -112,6 +118,7 @@ impl AppState {
             subscribers: subscribe::Registry::new(limits.subscribe.subscribers_max),
             decode_slots: Arc::new(Semaphore::new(cores)),
             access: Access::open(),
+            cors: CorsOrigins::Off,
         }
     }
 
@@ -120,6 +127,13 @@ impl AppState {
     #[must_use]
     pub fn with_access(self, access: Access) -> Self {
         Self { access, ..self }
+    }
+
+    /// The same state, letting `cors` call the API from a browser (the
+    /// default: no other origin).
+    #[must_use]
+    pub fn with_cors(self, cors: CorsOrigins) -> Self {
+        Self { cors, ..self }
     }
 }
 
@@ -150,7 +164,7 @@ fn read_routes() -> Router<AppState> {
 /// access rules say.
 pub fn router(state: AppState) -> Router {
     let access = state.access.clone();
-    Router::new()
+    let routes = Router::new()
         .route("/", get(dashboard::page))
         .merge(access.guard(ingest_routes(), Scope::Publish))
         .merge(access.guard(read_routes(), Scope::Read))
@@ -165,10 +179,23 @@ pub fn router(state: AppState) -> Router {
             crate::metrics::track_requests,
         ))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    // Outside the routes: a preflight is answered before routing and
+    // authentication, and every answer, refusals included, is marked.
+    let routes = match state.cors.layer() {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    };
+    routes
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Every answer, errors included: no browser may guess that a JSON
+        // or text answer is HTML or script.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .with_state(state)
 }
 
