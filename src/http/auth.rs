@@ -160,7 +160,7 @@ impl Tokens {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text).map_err(|error| match error {
+        let tokens = Self::parse(&text).map_err(|error| match error {
             ParseError::Line { line, problem } => TokensError::Malformed {
                 path: path.to_owned(),
                 line,
@@ -169,7 +169,10 @@ impl Tokens {
             ParseError::Empty => TokensError::Empty {
                 path: path.to_owned(),
             },
-        })
+        })?;
+        // Only for a usable file: a malformed one stays a one-line error.
+        warn_if_readable_by_others(path);
+        Ok(tokens)
     }
 
     fn parse(text: &str) -> Result<Self, ParseError> {
@@ -196,7 +199,7 @@ impl Tokens {
                         .to_owned(),
                 ));
             }
-            check_token(token).map_err(|problem| fail(problem.to_owned()))?;
+            check_token(token).map_err(fail)?;
             let scopes = parse_scopes(scopes).map_err(fail)?;
             let digest = digest(token.as_bytes());
             if let Some(first) = entries.iter().position(|(d, _)| *d == digest) {
@@ -250,6 +253,26 @@ impl Tokens {
     }
 }
 
+/// Logs a warning when other users may read the tokens file, as ssh does
+/// for a private key (a warning, not an error: a container may mount it
+/// readable by design).
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(metadata) = std::fs::metadata(path) {
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format!("{mode:o}"),
+                    "other users may read the tokens file; `chmod 600` it"
+                );
+            }
+        }
+    }
+}
+
 enum ParseError {
     Line { line: usize, problem: String },
     Empty,
@@ -261,18 +284,19 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 
 /// A token is an RFC 6750 `b64token` (so it fits in a header as it is) of
 /// at least [`TOKEN_CHARS_MIN`] characters. The message never quotes it.
-fn check_token(token: &str) -> Result<(), &'static str> {
+fn check_token(token: &str) -> Result<(), String> {
     let body = token.trim_end_matches('=');
     let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~+/".contains(c);
     if body.is_empty() || !body.chars().all(allowed) {
         return Err(
-            "the token may hold only letters, digits, - . _ ~ + / and trailing = (e.g. from `openssl rand -hex 32`)",
+            "the token may hold only letters, digits, - . _ ~ + / and trailing = (e.g. from `openssl rand -hex 32`)"
+                .to_owned(),
         );
     }
     if token.len() < TOKEN_CHARS_MIN {
-        return Err(
-            "the token is shorter than 16 characters, too easy to guess (e.g. `openssl rand -hex 32` makes a good one)",
-        );
+        return Err(format!(
+            "the token is shorter than {TOKEN_CHARS_MIN} characters, too easy to guess (e.g. `openssl rand -hex 32` makes a good one)"
+        ));
     }
     Ok(())
 }

@@ -402,6 +402,22 @@ async fn a_server_open_beyond_loopback_says_so_loudly() {
     assert!(!loopback_log.text().contains("AUTHENTICATION IS OFF"));
 }
 
+#[tokio::test]
+async fn a_tokens_file_others_may_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tokens = tokens_file(dir.path());
+    let path = tokens.to_str().expect("UTF-8 path");
+    let warned = |log: &crate::common::ServerLog| log.text().contains("`chmod 600` it");
+    for (mode, warning) in [(0o644, true), (0o600, false)] {
+        std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        let data = dir.path().join(format!("data-{mode:o}"));
+        let (server, log) = ChildServer::start_logged(&data, &["--auth-tokens", path]).await;
+        drop(server);
+        assert_eq!(warned(&log), warning, "mode {mode:o}");
+    }
+}
+
 /// What a client command printed and how it exited.
 struct Ran {
     success: bool,
