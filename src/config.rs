@@ -18,6 +18,8 @@ use crate::decode::loki::LokiMapping;
 use crate::decode::otlp::OtlpMapping;
 use crate::decode::{DecodeLimits, FormatMapping};
 use crate::event::FieldLimits;
+use crate::http::auth::{Access, RouteAccess, Tokens, TokensError};
+use crate::http::cors::{CorsOrigins, parse_origin};
 use crate::http::{Limits, SubscribeLimits};
 use crate::ingest::QueueConfig;
 use crate::ingest::batch::BatchPolicy;
@@ -142,6 +144,30 @@ pub struct ServeConfig {
         value_delimiter = ','
     )]
     pub loki_topic_labels: Vec<String>,
+
+    // ---- Authentication and CORS (src/http/auth.rs, src/http/cors.rs) --
+    /// Require bearer tokens: a file with one `TOKEN SCOPE[,SCOPE...]` per
+    /// line (scopes: publish, read, admin; `#` comments). Without it every
+    /// route is open.
+    #[arg(long, env = "LOGAGG_AUTH_TOKENS", value_name = "FILE")]
+    pub auth_tokens: Option<PathBuf>,
+
+    /// With --auth-tokens: who may GET /health, `open` (anyone, for load
+    /// balancers and container checks) or `read` (a read token).
+    #[arg(long, env = "LOGAGG_HEALTH_ACCESS", value_enum, default_value_t = RouteAccess::Open)]
+    pub health_access: RouteAccess,
+
+    /// With --auth-tokens: who may GET /metrics, `read` (a read token, which
+    /// Prometheus sends with `authorization: credentials_file`) or `open`.
+    #[arg(long, env = "LOGAGG_METRICS_ACCESS", value_enum, default_value_t = RouteAccess::Read)]
+    pub metrics_access: RouteAccess,
+
+    /// Let web pages of this origin call the API from a browser
+    /// (`https://ops.example.com`; `*` for any); repeat the flag, or
+    /// separate with commas, for several. Off without it.
+    #[arg(long = "cors-origin", env = "LOGAGG_CORS_ORIGINS", value_name = "ORIGIN", value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
+    // ---- end of Authentication and CORS --------------------------------
 }
 
 /// Settings that are each valid but do not fit together.
@@ -240,6 +266,21 @@ impl ServeConfig {
             snapshot_keys: self.index_snapshot_keys,
             hash_bits: self.index_hash_bits,
         }
+    }
+
+    /// Who may call what: the tokens of `--auth-tokens`, read now, and the
+    /// access rules of `/health` and `/metrics`.
+    ///
+    /// # Errors
+    /// When the tokens file cannot be read or is malformed (naming its
+    /// line, never a token).
+    pub fn access(&self) -> Result<Access, TokensError> {
+        let tokens = self.auth_tokens.as_deref().map(Tokens::load).transpose()?;
+        Ok(Access::new(tokens, self.health_access, self.metrics_access))
+    }
+
+    pub fn cors(&self) -> CorsOrigins {
+        CorsOrigins::new(&self.cors_origins)
     }
 
     pub fn batch_policy(&self) -> BatchPolicy {

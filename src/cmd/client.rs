@@ -1,10 +1,17 @@
 //! What the commands that talk to a server share: its base URL, parsed and
 //! checked once at the command line, the one way an endpoint's URL is made
-//! from it, and how an error answer is read.
+//! from it, the bearer token they send ([`TokenArgs`]), and how an error
+//! answer is read.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::str::FromStr;
+
+use anyhow::Context;
+use clap::Args;
+use reqwest::StatusCode;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 
 use crate::api::Problem;
 
@@ -82,9 +89,140 @@ pub fn problem(body: &[u8]) -> Problem {
     })
 }
 
+/// The bearer token a client command sends, for a server started with
+/// `--auth-tokens`. Flattened into each client command's arguments.
+#[derive(Clone, Args)]
+pub struct TokenArgs {
+    /// Bearer token to send as `Authorization: Bearer` (for a server
+    /// started with --auth-tokens). A flag shows in `ps`: prefer the
+    /// variable or --token-file.
+    #[arg(
+        long,
+        env = "LOGAGG_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+
+    /// File holding the bearer token (surrounding whitespace is ignored).
+    #[arg(long, env = "LOGAGG_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for TokenArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenArgs")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .finish()
+    }
+}
+
+impl TokenArgs {
+    /// The headers every request of the command carries: `Authorization`
+    /// (marked sensitive, so it is never printed) when a token was given.
+    ///
+    /// # Errors
+    /// When the token file cannot be read, or the token is empty or holds
+    /// characters a header cannot carry.
+    pub fn headers(&self) -> anyhow::Result<HeaderMap> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(token), _) => token.trim().to_owned(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading the token file {}", path.display()))?
+                .trim()
+                .to_owned(),
+            (None, None) => return Ok(HeaderMap::new()),
+        };
+        anyhow::ensure!(
+            !token.is_empty(),
+            "the token is empty: give --token, --token-file or LOGAGG_TOKEN a token"
+        );
+        let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+            .ok()
+            .filter(|_| token.bytes().all(|b| b.is_ascii_graphic()))
+            .context("the token holds spaces or characters an HTTP header cannot carry")?;
+        value.set_sensitive(true);
+        Ok(HeaderMap::from_iter([(AUTHORIZATION, value)]))
+    }
+}
+
+/// One line for a 401 or 403 answer: which credential is wrong and what to
+/// do about it; `None` for any other status. `sent_token` says whether the
+/// request carried a token.
+pub fn denied(status: StatusCode, headers: &HeaderMap, sent_token: bool) -> Option<String> {
+    let challenge = headers
+        .get(WWW_AUTHENTICATE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    match status {
+        StatusCode::UNAUTHORIZED if !sent_token => Some(format!(
+            "the server requires a bearer token ({status}): pass --token, --token-file or LOGAGG_TOKEN"
+        )),
+        StatusCode::UNAUTHORIZED => Some(format!(
+            "the server refused the token ({status}): it is not in the server's --auth-tokens file; check --token, --token-file or LOGAGG_TOKEN"
+        )),
+        StatusCode::FORBIDDEN => {
+            let scope = challenge
+                .split_once("scope=\"")
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .map_or("a needed", |(scope, _)| scope);
+            Some(format!(
+                "the token lacks the {scope} scope ({status}): use a token with {scope} (or admin)"
+            ))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_becomes_a_sensitive_header_and_a_bad_one_an_error() {
+        let args = |token: Option<&str>| TokenArgs {
+            token: token.map(str::to_owned),
+            token_file: None,
+        };
+        assert!(args(None).headers().expect("no token").is_empty());
+        let headers = args(Some(" abc-123 \n")).headers().expect("a token");
+        assert_eq!(headers[AUTHORIZATION], "Bearer abc-123");
+        assert!(headers[AUTHORIZATION].is_sensitive());
+        assert!(!format!("{:?}", args(Some("abc-123"))).contains("abc-123"));
+        for bad in ["", "two words", "caf\u{e9}"] {
+            assert!(args(Some(bad)).headers().is_err(), "{bad:?}");
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "from-a-file\n").expect("write");
+        let from_file = TokenArgs {
+            token: None,
+            token_file: Some(path),
+        };
+        assert_eq!(
+            from_file.headers().expect("a token")[AUTHORIZATION],
+            "Bearer from-a-file"
+        );
+    }
+
+    #[test]
+    fn refusals_say_which_credential_is_wrong() {
+        let mut headers = HeaderMap::new();
+        let say =
+            |status, headers: &HeaderMap, sent| denied(status, headers, sent).unwrap_or_default();
+        assert!(say(StatusCode::UNAUTHORIZED, &headers, false).contains("requires a bearer token"));
+        assert!(say(StatusCode::UNAUTHORIZED, &headers, true).contains("refused the token"));
+        headers.insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static(
+                "Bearer realm=\"logagg\", error=\"insufficient_scope\", scope=\"publish\"",
+            ),
+        );
+        assert!(say(StatusCode::FORBIDDEN, &headers, true).contains("lacks the publish scope"));
+        assert_eq!(denied(StatusCode::NOT_FOUND, &headers, true), None);
+    }
 
     #[test]
     fn endpoints_join_one_slash_and_keep_a_prefix() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::client::BaseUrl;
+use super::client::{self, BaseUrl, TokenArgs};
 use crate::api::Health;
 use crate::config::parse_duration;
 
@@ -29,14 +29,20 @@ pub struct HealthArgs {
     /// Give up after this long (e.g. 5s, 500ms).
     #[arg(long, env = "LOGAGG_HEALTH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    #[command(flatten)]
+    pub auth: TokenArgs,
 }
 
 /// # Errors
 /// When the server cannot be reached or does not answer 200.
 pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
     let url = base_url(&args).endpoint("/health");
+    let headers = args.auth.headers()?;
+    let sent_token = !headers.is_empty();
     let client = reqwest::Client::builder()
         .timeout(args.timeout)
+        .default_headers(headers)
         .build()
         .context("building the HTTP client")?;
     let response = client
@@ -54,6 +60,9 @@ pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
             None => println!("healthy: {url} answered {status}"),
         }
         Ok(())
+    } else if let Some(denied) = client::denied(status, response.headers(), sent_token) {
+        // Up, but this command may not ask (`serve --health-access read`).
+        anyhow::bail!("{url}: {denied}")
     } else {
         let body = response.text().await.unwrap_or_default();
         anyhow::bail!("unhealthy: {url} answered {status}: {}", body.trim())
@@ -80,6 +89,10 @@ mod tests {
             url: url.map(|u| u.parse().expect("test URL")),
             listen: listen.map(|l| l.parse().expect("test address")),
             timeout: Duration::from_secs(1),
+            auth: TokenArgs {
+                token: None,
+                token_file: None,
+            },
         })
         .to_string()
     }

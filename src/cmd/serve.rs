@@ -43,12 +43,14 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let server = Server::bind(&config).await?;
     tracing::info!(
         address = %server.local_addr(),
+        authentication = if server.state.access.requires_tokens() { "bearer tokens" } else { "off" },
         dashboard = %BaseUrl::local(server.local_addr()).endpoint("/"),
         store = %config.store,
         data_dir = %config.data_dir.display(),
         sync = ?config.sync,
         "logagg listening"
     );
+    server.state.access.warn_if_exposed(server.local_addr());
     let token = server.shutdown_token();
     tokio::spawn(async move {
         signal.recv().await;
@@ -75,6 +77,8 @@ impl Server {
     /// See [`run`].
     pub async fn bind(config: &ServeConfig) -> anyhow::Result<Self> {
         config.validate()?;
+        // Before the store: a bad tokens file is a one-line error at once.
+        let access = config.access()?;
         let store_config = config.store();
         let store = store::open(&store_config)
             .await
@@ -105,7 +109,9 @@ impl Server {
             config.format_mapping(),
             metrics,
             tail,
-        );
+        )
+        .with_access(access)
+        .with_cors(config.cors());
         let catch_up = state.store.foreign_commits().map(|foreign| {
             tokio::spawn(tail::catch_up(
                 Arc::clone(&state.tail),

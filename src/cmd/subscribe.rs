@@ -22,7 +22,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::ShutdownSignal;
-use super::client::{self, BaseUrl};
+use super::client::{self, BaseUrl, TokenArgs};
 use crate::config::parse_duration;
 
 /// Settings of `logagg subscribe`.
@@ -52,6 +52,9 @@ pub struct SubscribeArgs {
     /// Longest wait between reconnection attempts (e.g. 5s, 500ms).
     #[arg(long, env = "LOGAGG_RECONNECT_MAX", default_value = "5s", value_parser = parse_duration)]
     pub reconnect_max: Duration,
+
+    #[command(flatten)]
+    pub auth: TokenArgs,
 }
 
 /// First wait before reconnecting; doubles up to `--reconnect-max`.
@@ -67,10 +70,13 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
         Some(path) => read_cursor(path)?.unwrap_or(args.from),
         None => args.from,
     };
+    let headers = args.auth.headers()?;
     let mut subscriber = Subscriber {
         args: &args,
+        sent_token: !headers.is_empty(),
         client: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .default_headers(headers)
             .build()
             .context("building the HTTP client")?,
         printed: 0,
@@ -130,6 +136,8 @@ enum Failure {
 struct Subscriber<'a> {
     args: &'a SubscribeArgs,
     client: reqwest::Client,
+    /// Whether requests carry a bearer token, for the message of a 401.
+    sent_token: bool,
     printed: u64,
 }
 
@@ -148,6 +156,9 @@ impl Subscriber<'_> {
             .with_context(|| format!("connecting to {url}"))
             .map_err(Failure::Retry)?;
         let status = response.status();
+        if let Some(denied) = client::denied(status, response.headers(), self.sent_token) {
+            return Err(Failure::Fatal(anyhow::anyhow!("{url}: {denied}")));
+        }
         if !status.is_success() {
             let body = response.bytes().await.unwrap_or_default();
             let problem = client::problem(&body);

@@ -17,6 +17,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
+use super::auth::Denial;
 use crate::api::Problem;
 use crate::decode::DecodeError;
 use crate::event::FieldError;
@@ -42,6 +43,10 @@ pub enum ApiError {
     /// (no events, nested too deep, malformed pattern).
     #[error("{0}")]
     Unprocessable(String),
+    /// 401 or 403 + `WWW-Authenticate`: the bearer token is missing or
+    /// unknown (401), or lacks the route's scope (403).
+    #[error("{0}")]
+    Denied(Denial),
     /// 404: no such resource.
     #[error("{0}")]
     NotFound(String),
@@ -74,6 +79,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::InvalidEvents(_) | Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Denied(denial) => denial.status(),
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -90,6 +96,10 @@ impl ApiError {
             Self::BadRequest(_) => ("bad-request", "Malformed request"),
             Self::InvalidEvents(_) => ("invalid-events", "Events failed validation"),
             Self::Unprocessable(_) => ("unprocessable", "Request cannot be processed"),
+            Self::Denied(denial) if denial.status() == StatusCode::FORBIDDEN => {
+                ("forbidden", "Forbidden")
+            }
+            Self::Denied(_) => ("unauthorized", "Unauthorized"),
             Self::NotFound(_) => ("not-found", "Not found"),
             Self::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             Self::TooLarge(_) => ("too-large", "Request too large"),
@@ -129,6 +139,10 @@ impl IntoResponse for ApiError {
             Self::DiskFull => Some(DISK_FULL_RETRY_AFTER.as_secs()),
             _ => None,
         };
+        let challenge = match &self {
+            Self::Denied(denial) => Some(denial.challenge()),
+            _ => None,
+        };
         let (errors, internal) = match self {
             Self::InvalidEvents(errors) => (errors, None),
             Self::Internal(source) => (Vec::new(), Some(InternalError(Arc::from(source)))),
@@ -155,6 +169,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = challenge {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
         }
         if let Some(internal) = internal {
             response.extensions_mut().insert(internal);

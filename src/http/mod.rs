@@ -6,8 +6,12 @@
 //! [`ApiError`]s. Every request gets an `x-request-id` (kept when the client
 //! sends one) that its trace span and any error log line carry; server
 //! errors are logged once, by the `log_errors` middleware, never where they
-//! are made.
+//! are made. Routes are grouped by what they need ([`auth`]): the ingest
+//! routes a `publish` token, the read routes a `read` token, when tokens
+//! are configured.
 
+pub mod auth;
+pub mod cors;
 mod dashboard;
 mod error;
 mod events;
@@ -23,7 +27,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -31,12 +35,15 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, InternalError};
 pub use events::ListParams;
 pub use subscribe::{SubscribeLimits, SubscribeParams};
 
+use self::auth::{Access, Scope};
+use self::cors::CorsOrigins;
 use crate::decode::{DecodeLimits, FormatMapping};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
@@ -81,6 +88,11 @@ pub struct AppState {
     /// a burst of large requests queues here instead of taking every
     /// blocking thread.
     pub(crate) decode_slots: Arc<Semaphore>,
+    /// Which token may call which route; read by [`router`] only.
+    pub access: Access,
+    /// Which other web origins may call the API from a browser; read by
+    /// [`router`] only.
+    pub cors: CorsOrigins,
 }
 
 impl AppState {
@@ -105,7 +117,23 @@ impl AppState {
             started: Instant::now(),
             subscribers: subscribe::Registry::new(limits.subscribe.subscribers_max),
             decode_slots: Arc::new(Semaphore::new(cores)),
+            access: Access::open(),
+            cors: CorsOrigins::Off,
         }
+    }
+
+    /// The same state, with `access` deciding who may call what (the
+    /// default: everyone everything).
+    #[must_use]
+    pub fn with_access(self, access: Access) -> Self {
+        Self { access, ..self }
+    }
+
+    /// The same state, letting `cors` call the API from a browser (the
+    /// default: no other origin).
+    #[must_use]
+    pub fn with_cors(self, cors: CorsOrigins) -> Self {
+        Self { cors, ..self }
     }
 }
 
@@ -120,18 +148,28 @@ fn ingest_routes() -> Router<AppState> {
         .route("/loki/api/v1/push", post(loki::push))
 }
 
-/// The whole API.
-pub fn router(state: AppState) -> Router {
+/// Every route that reads what is stored or happening: one group, behind
+/// the `read` scope.
+fn read_routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(dashboard::page))
-        .merge(ingest_routes())
         .route("/events", get(events::list))
         .route("/events/{topic}/{event_id}", get(events::one))
         .route("/topics", get(events::topics))
         .route("/subscribe", get(subscribe::subscribe))
         .route("/stats", get(stats::stats))
-        .route("/health", get(stats::health))
-        .route("/metrics", get(stats::metrics))
+}
+
+/// The whole API. The dashboard page is open (it is static; its requests
+/// carry the reader's token); `/health` and `/metrics` are guarded as the
+/// access rules say.
+pub fn router(state: AppState) -> Router {
+    let access = state.access.clone();
+    let routes = Router::new()
+        .route("/", get(dashboard::page))
+        .merge(access.guard(ingest_routes(), Scope::Publish))
+        .merge(access.guard(read_routes(), Scope::Read))
+        .merge(access.guard_health(Router::new().route("/health", get(stats::health))))
+        .merge(access.guard_metrics(Router::new().route("/metrics", get(stats::metrics))))
         // Innermost first: a panic becomes a 500 that is logged with its
         // route, then counted.
         .route_layer(CatchPanicLayer::custom(panic_response))
@@ -141,10 +179,23 @@ pub fn router(state: AppState) -> Router {
             crate::metrics::track_requests,
         ))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    // Outside the routes: a preflight is answered before routing and
+    // authentication, and every answer, refusals included, is marked.
+    let routes = match state.cors.layer() {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    };
+    routes
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        // Every answer, errors included: no browser may guess that a JSON
+        // or text answer is HTML or script.
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .with_state(state)
 }
 

@@ -226,27 +226,38 @@ impl ChildServer {
 
     /// As [`start`](Self::start), with extra `serve` arguments.
     pub async fn start_with(data_dir: &Path, args: &[&str]) -> Self {
+        let rust_log = if std::env::var_os("TEST_LOG").is_some() {
+            "debug"
+        } else {
+            "warn,logagg=info"
+        };
+        Self::spawn(data_dir, args, rust_log, None).await
+    }
+
+    /// As [`start_with`](Self::start_with), logging at every level
+    /// (`RUST_LOG=trace`) and keeping every line the server logs, for tests
+    /// of what it logs.
+    pub async fn start_logged(data_dir: &Path, args: &[&str]) -> (Self, ServerLog) {
+        let log = ServerLog::default();
+        let server = Self::spawn(data_dir, args, "trace", Some(log.clone())).await;
+        (server, log)
+    }
+
+    async fn spawn(data_dir: &Path, args: &[&str], rust_log: &str, log: Option<ServerLog>) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_logagg"))
             .arg("serve")
             .args(args)
             .env("LOGAGG_LISTEN", "127.0.0.1:0")
             .env("LOGAGG_DATA_DIR", data_dir)
             .env("LOGAGG_LOG_FORMAT", "json")
-            .env(
-                "RUST_LOG",
-                if std::env::var_os("TEST_LOG").is_some() {
-                    "debug"
-                } else {
-                    "warn,logagg=info"
-                },
-            )
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawning logagg serve");
         let stderr = child.stderr.take().expect("stderr is piped");
-        let addr = listening_address(stderr);
+        let addr = listening_address(stderr, log);
         let server = Self {
             child,
             api: Api::new(addr),
@@ -303,19 +314,35 @@ impl Drop for ChildServer {
     }
 }
 
+/// Every line a child server logged so far (see
+/// [`ChildServer::start_logged`]).
+#[derive(Debug, Clone, Default)]
+pub struct ServerLog(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl ServerLog {
+    /// The lines logged so far, joined by newlines.
+    pub fn text(&self) -> String {
+        self.0.lock().expect("log lock").join("\n")
+    }
+}
+
 /// Reads a child server's JSON log lines until the one that names its bound
 /// address, then keeps draining the pipe on a thread (echoing it when
-/// `TEST_LOG` is set) so the child never blocks on a full pipe.
+/// `TEST_LOG` is set, keeping it in `log` when given) so the child never
+/// blocks on a full pipe.
 ///
 /// # Panics
 /// When the child exits or stays silent for 30 s without listening.
-fn listening_address(stderr: std::process::ChildStderr) -> SocketAddr {
+fn listening_address(stderr: std::process::ChildStderr, log: Option<ServerLog>) -> SocketAddr {
     let (found, address) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let echo = std::env::var_os("TEST_LOG").is_some();
         let mut found = Some(found);
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
+            if let Some(log) = &log {
+                log.0.lock().expect("log lock").push(line.clone());
+            }
             if echo {
                 eprintln!("server: {line}");
             }

@@ -736,3 +736,84 @@ async fn the_page_is_small_self_contained_and_cached() {
         .expect("valid gzip");
     assert_eq!(unzipped, page);
 }
+
+#[tokio::test]
+async fn the_dashboard_asks_for_a_token_and_shows_the_data_once_it_has_one() {
+    const PUBLISHER: &str = "publisher-5c0e2b7a9d1f3846";
+    const READER: &str = "reader-8a4f6c2e0b9d1735";
+    let Some(browser) = Browser::start("the dashboard test with authentication").await else {
+        return;
+    };
+    let app = TestApp::spawn_with(|config| {
+        let path = config.data_dir.join("tokens");
+        std::fs::write(&path, format!("{PUBLISHER} publish\n{READER} read\n"))
+            .expect("writing the tokens file");
+        config.auth_tokens = Some(path);
+    })
+    .await;
+    let publish = |id: &'static str| {
+        app.api
+            .http
+            .post(app.api.url("/publish"))
+            .bearer_auth(PUBLISHER)
+            .json(&event("secure.audit", id))
+            .send()
+    };
+    assert_eq!(publish("s0").await.expect("publish").status(), 200);
+    let dialog = |says: &str| {
+        format!(
+            "const dialog = document.getElementById('token-dialog');
+             return dialog.open
+                 && document.getElementById('status').dataset.state === 'token'
+                 && document.getElementById('token-reason').textContent.includes('{says}')"
+        )
+    };
+
+    browser.goto(&format!("{}/", app.api.base)).await;
+    browser
+        .wait_for("the page to ask for a token", &dialog("read scope"))
+        .await;
+    // A token that may only publish is refused for what it lacks.
+    browser.fill("#token-input", PUBLISHER).await;
+    browser.press_enter_in("#token-input").await;
+    browser
+        .wait_for(
+            "the page to say the token cannot read",
+            &dialog("That token cannot read: the bearer token lacks the read scope"),
+        )
+        .await;
+    browser.fill("#token-input", READER).await;
+    browser.press_enter_in("#token-input").await;
+    browser
+        .wait_for(
+            "the page to go live with the token and count the event",
+            "return document.getElementById('status').dataset.state === 'live'
+                 && !document.getElementById('token-dialog').open
+                 && document.getElementById('received').textContent === '1'
+                 && document.getElementById('tail-status').textContent === 'Following >'",
+        )
+        .await;
+    // The live tail (fetch() with the header) follows new events too.
+    assert_eq!(publish("s1").await.expect("publish").status(), 200);
+    browser
+        .wait_for(
+            "the tail to show the new event",
+            "return [...document.querySelectorAll('#tail-list .id')]
+                 .some((id) => id.textContent === 's1')",
+        )
+        .await;
+    let kept = browser
+        .js("return sessionStorage.getItem('logagg.token')", vec![])
+        .await;
+    assert_eq!(kept, READER, "the token is kept for this tab");
+    assert_eq!(
+        browser
+            .find("#token-button")
+            .await
+            .text()
+            .await
+            .expect("text"),
+        "Forget token"
+    );
+    browser.close().await;
+}

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod auth;
 mod bad_input;
 mod clients;
 mod container;
@@ -13,6 +14,7 @@ mod dedup;
 mod disk_full;
 mod durability;
 mod formats;
+mod headers;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod publisher;

@@ -9,7 +9,7 @@ use clap::builder::BoolishValueParser;
 use clap::{ArgGroup, Args};
 
 use super::generate::{self, IdKind};
-use crate::cmd::client::BaseUrl;
+use crate::cmd::client::{BaseUrl, TokenArgs};
 use crate::config::parse_duration;
 
 /// The slowest `--rate`: one event every 1000 seconds.
@@ -114,6 +114,10 @@ pub struct PublishArgs {
     /// instead of now). Without it, a random seed, printed in the summary.
     #[arg(long, env = "LOGAGG_PUBLISH_SEED", help_heading = "Synthetic load")]
     pub seed: Option<u64>,
+
+    /// The token needs the publish scope (and read, for --verify).
+    #[command(flatten)]
+    pub auth: TokenArgs,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {

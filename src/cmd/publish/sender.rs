@@ -4,7 +4,8 @@
 //! Retried: connection errors, timeouts, and every 5xx (503 among them),
 //! after an exponential backoff with full jitter, and never sooner than the
 //! server's `Retry-After`. Never retried: a 4xx or any other answer that a
-//! second try cannot change. Retrying is safe because the server drops
+//! second try cannot change (a 401 or 403 among them: a missing, unknown
+//! or under-scoped token stays so). Retrying is safe because the server drops
 //! duplicates; it is needed because only a 200 means "stored".
 //!
 //! One [`reqwest::Client`] serves the whole run, so connections are kept
@@ -99,6 +100,9 @@ pub(crate) enum Failure {
     /// Every attempt failed in a way worth retrying; `last` says how the
     /// last one did.
     GaveUp { last: String },
+    /// A 401 or 403: the token is missing, unknown or lacks the publish
+    /// scope; the line says which.
+    Denied(String),
 }
 
 impl Failure {
@@ -130,6 +134,7 @@ impl Failure {
                 );
                 message
             }
+            Self::Denied(reason) => format!("{reason}; {} not stored", request.describe()),
             Self::GaveUp { last } => format!(
                 "gave up on {} after {} attempt(s), the last: {last}; publish again later \
                  (the server drops what it already has)",
@@ -156,6 +161,8 @@ enum Attempt {
 pub(crate) struct Sender {
     client: reqwest::Client,
     publish_url: reqwest::Url,
+    /// Whether requests carry a bearer token, for the message of a 401.
+    sent_token: bool,
     policy: RetryPolicy,
     /// Only touched between retries, so the lock is never contended.
     jitter: Mutex<ChaCha8Rng>,
@@ -163,18 +170,22 @@ pub(crate) struct Sender {
 
 impl Sender {
     /// A sender for `POST {base}/publish` keeping up to `connections`
-    /// connections alive.
+    /// connections alive, sending `headers` (the bearer token) with every
+    /// request.
     ///
     /// # Errors
     /// When the client cannot be built.
     pub(crate) fn new(
         base: &BaseUrl,
+        headers: HeaderMap,
         policy: RetryPolicy,
         connections: usize,
         jitter_seed: u64,
     ) -> anyhow::Result<Self> {
         let publish_url = base.endpoint("/publish");
+        let sent_token = !headers.is_empty();
         let client = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(policy.timeout)
             .pool_max_idle_per_host(connections)
             // A redirect would turn the POST into something else; say so.
@@ -186,6 +197,7 @@ impl Sender {
         Ok(Self {
             client,
             publish_url,
+            sent_token,
             policy,
             jitter: Mutex::new(ChaCha8Rng::seed_from_u64(jitter_seed)),
         })
@@ -193,6 +205,11 @@ impl Sender {
 
     pub(crate) fn client(&self) -> &reqwest::Client {
         &self.client
+    }
+
+    /// Whether requests carry a bearer token.
+    pub(crate) fn sent_token(&self) -> bool {
+        self.sent_token
     }
 
     /// Sends `request` once `send_at` has come, retrying as the module docs
@@ -256,6 +273,9 @@ impl Sender {
             }
         };
         let status = response.status();
+        if let Some(denied) = client::denied(status, response.headers(), self.sent_token) {
+            return Attempt::Failed(Failure::Denied(denied));
+        }
         let retry_after = retry_after(response.headers());
         let body = match response.bytes().await {
             Ok(body) => body,

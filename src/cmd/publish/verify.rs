@@ -6,7 +6,7 @@ use anyhow::Context;
 use super::report::{Tally, Verification};
 use super::sender::Sender;
 use crate::api::Counters;
-use crate::cmd::client::BaseUrl;
+use crate::cmd::client::{self, BaseUrl};
 
 /// `/stats` counters, for `--verify`.
 pub(crate) async fn counters(
@@ -15,18 +15,19 @@ pub(crate) async fn counters(
     when: &str,
 ) -> anyhow::Result<Counters> {
     let url = base.endpoint("/stats");
-    let reading = async {
-        let response = sender
-            .client()
-            .get(url.clone())
-            .send()
-            .await?
-            .error_for_status()?;
-        response.json::<Counters>().await
-    };
-    reading
+    let context = || format!("reading {url} {when} publishing (for --verify)");
+    let response = sender
+        .client()
+        .get(url.clone())
+        .send()
         .await
-        .with_context(|| format!("reading {url} {when} publishing (for --verify)"))
+        .with_context(context)?;
+    if let Some(denied) = client::denied(response.status(), response.headers(), sender.sent_token())
+    {
+        return Err(anyhow::anyhow!("{denied}").context(context()));
+    }
+    let reading = async { response.error_for_status()?.json::<Counters>().await };
+    reading.await.with_context(context)
 }
 
 /// Compares how the server's counters moved with what the receipts say.

@@ -31,14 +31,20 @@ class NeedToken extends Error {}
 let token = sessionStorage.getItem(TOKEN_KEY);
 const tokenWaiters = [];
 
-/** fetch() on this origin with the token, if any; a 401 opens the dialog. */
+/**
+ * fetch() on this origin with the token, if any. A 401 (no token, or one the
+ * server does not know) or 403 (a token without the read scope: every
+ * request of the page needs it) opens the dialog.
+ */
 async function api(path, init = {}) {
   const headers = new Headers(init.headers);
-  if (token) headers.set('Authorization', 'Bearer ' + token);
+  const sent = token;
+  if (sent) headers.set('Authorization', 'Bearer ' + sent);
   const response = await fetch(path, { ...init, headers, cache: 'no-store' });
-  if (response.status === 401) {
-    askForToken(token ? 'The server refused that token: ' + (await problem(response))
-                      : 'Enter a bearer token with the read scope.');
+  if (response.status === 401 || response.status === 403) {
+    askForToken(!sent ? 'Enter a bearer token with the read scope.'
+                : response.status === 403 ? 'That token cannot read: ' + (await problem(response))
+                : 'The server refused that token: ' + (await problem(response)));
     throw new NeedToken('the server needs a token');
   }
   return response;
