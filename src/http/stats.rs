@@ -5,13 +5,17 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
+use super::query::{ApiQuery, NoParams};
 use super::{ApiError, AppState};
 use crate::api::{Health, Stats};
 
 /// The counters, topics and `last_seq` come from one snapshot of the store
 /// (committed with the events, so they agree with each other and with what
 /// `/events` shows); the rest is live process state.
-pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
+pub async fn stats(
+    State(state): State<AppState>,
+    ApiQuery(NoParams {}): ApiQuery<NoParams>,
+) -> Result<Json<Stats>, ApiError> {
     let stored = state.store.stats().await?;
     Ok(Json(Stats {
         counters: stored.counters,
@@ -34,7 +38,10 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiErro
 /// restarting it would not make room, so a load balancer or orchestrator
 /// should keep it in rotation (and alert) rather than take it out or
 /// restart it (docs/architecture.md).
-pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+pub async fn health(
+    State(state): State<AppState>,
+    ApiQuery(NoParams {}): ApiQuery<NoParams>,
+) -> Result<Json<Health>, ApiError> {
     let unavailable = |detail: &str| ApiError::Unavailable {
         detail: detail.to_owned(),
         retry_after: std::time::Duration::from_secs(1),
@@ -63,7 +70,10 @@ pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
     }))
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+pub async fn metrics(
+    State(state): State<AppState>,
+    ApiQuery(NoParams {}): ApiQuery<NoParams>,
+) -> Result<impl IntoResponse, ApiError> {
     let size = state.store.size_bytes().await?;
     let metrics = &state.metrics;
     metrics.store_size.set(size);
