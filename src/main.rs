@@ -39,6 +39,13 @@ enum Command {
     Subscribe(cmd::subscribe::SubscribeArgs),
     /// Exit 0 when a server answers /health with 200 (for health checks).
     Health(cmd::health::HealthArgs),
+    /// Print stored events (a table on a terminal, else NDJSON), then with
+    /// --follow new ones as they come.
+    Events(cmd::events::EventsArgs),
+    /// List the topics with their event counts (a table or JSON).
+    Topics(cmd::topics::TopicsArgs),
+    /// Show the server's counters and state (a table or JSON).
+    Stats(cmd::stats::StatsArgs),
     /// Convert a data directory from an older build to this build's store
     /// schema (with the server stopped).
     Migrate(cmd::migrate::MigrateArgs),
@@ -51,11 +58,14 @@ fn main() -> ExitCode {
     // subscribers on one machine the idle worker threads add up.
     let runtime = match cli.command {
         Command::Serve(_) | Command::Publish(_) => tokio::runtime::Runtime::new(),
-        Command::Subscribe(_) | Command::Health(_) | Command::Migrate(_) => {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-        }
+        Command::Subscribe(_)
+        | Command::Health(_)
+        | Command::Migrate(_)
+        | Command::Events(_)
+        | Command::Topics(_)
+        | Command::Stats(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
     };
     let runtime = match runtime {
         Ok(runtime) => runtime,
@@ -71,6 +81,9 @@ fn main() -> ExitCode {
             Command::Subscribe(args) => cmd::subscribe::run(args).await,
             Command::Health(args) => cmd::health::run(args).await,
             Command::Migrate(args) => cmd::migrate::run(args).await,
+            Command::Events(args) => cmd::events::run(args).await,
+            Command::Topics(args) => cmd::topics::run(args).await,
+            Command::Stats(args) => cmd::stats::run(args).await,
         }
     });
     match result {

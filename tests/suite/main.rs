@@ -16,6 +16,7 @@ mod formats;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod publisher;
+mod reading_cli;
 mod reads;
 #[cfg(feature = "postgres")]
 mod replicas;
