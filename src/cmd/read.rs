@@ -82,10 +82,17 @@ pub async fn get_json<T: DeserializeOwned>(
         .await
         .with_context(|| format!("reaching {endpoint} (is the server running? check --url)"))?;
     let status = response.status();
+    let foreign = client::foreign_answer(response.headers());
     let body = response
         .bytes()
         .await
         .with_context(|| format!("reading the answer of {endpoint}"))?;
+    if let (false, Some(what)) = (status.is_success(), foreign) {
+        anyhow::bail!(
+            "{endpoint} answered {status} with {what}, {}",
+            client::CHECK_URL
+        );
+    }
     if !status.is_success() {
         anyhow::bail!(
             "{endpoint} answered {status}: {}",
@@ -94,7 +101,7 @@ pub async fn get_json<T: DeserializeOwned>(
     }
     serde_json::from_slice(&body).map_err(|error| {
         anyhow::anyhow!(
-            "{endpoint} did not answer as logagg does ({error}); is --url a logagg server?"
+            "{endpoint} did not answer as logagg does ({error}); check --url (logagg's base URL, such as http://127.0.0.1:8080)"
         )
     })
 }

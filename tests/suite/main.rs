@@ -6,6 +6,7 @@
 mod common;
 
 mod bad_input;
+mod cli_errors;
 mod clients;
 mod container;
 mod dashboard;
