@@ -2,12 +2,13 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 
 use super::query::{ApiQuery, NoParams};
 use super::{ApiError, AppState};
 use crate::api::{Health, Stats};
+use crate::metrics::Exposition;
 
 /// The counters, topics and `last_seq` come from one snapshot of the store
 /// (committed with the events, so they agree with each other and with what
@@ -70,9 +71,12 @@ pub async fn health(
     }))
 }
 
+/// The metrics in the format the scraper asks for (OpenMetrics, else the
+/// classic text format; see [`Exposition`]).
 pub async fn metrics(
     State(state): State<AppState>,
     ApiQuery(NoParams {}): ApiQuery<NoParams>,
+    headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let size = state.store.size_bytes().await?;
     let metrics = &state.metrics;
@@ -81,12 +85,14 @@ pub async fn metrics(
     metrics
         .subscribers
         .set(state.subscribers.connected() as i64);
+    let format = Exposition::negotiate(
+        headers
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok()),
+    );
     Ok((
         StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        metrics.render(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        metrics.render(format),
     ))
 }

@@ -14,6 +14,7 @@ mod dedup;
 mod disk_full;
 mod durability;
 mod formats;
+mod metrics;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod publisher;
