@@ -102,8 +102,8 @@ pub fn foreign_answer(headers: &reqwest::header::HeaderMap) -> Option<String> {
 }
 
 /// The hint for an answer that did not come from logagg.
-pub const CHECK_URL: &str =
-    "not an answer from logagg; check --url (logagg's base URL, such as http://127.0.0.1:8080)";
+pub const CHECK_URL: &str = "not an answer from logagg; check --url (logagg's base URL, such as \
+     http://127.0.0.1:8080) and any proxy in front of it";
 
 #[cfg(test)]
 mod tests {
