@@ -4,7 +4,8 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::error::{ContextKind, ContextValue};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use logagg::cmd;
 use logagg::config::ServeConfig;
 use tracing_subscriber::EnvFilter;
@@ -39,23 +40,46 @@ enum Command {
     Subscribe(cmd::subscribe::SubscribeArgs),
     /// Exit 0 when a server answers /health with 200 (for health checks).
     Health(cmd::health::HealthArgs),
+    /// Print stored events (a table on a terminal, else NDJSON), then with
+    /// --follow new ones as they come.
+    Events(cmd::events::EventsArgs),
+    /// List the topics with their event counts (a table or JSON).
+    Topics(cmd::topics::TopicsArgs),
+    /// Show the server's counters and state (a table or JSON).
+    Stats(cmd::stats::StatsArgs),
     /// Convert a data directory from an older build to this build's store
     /// schema (with the server stopped).
     Migrate(cmd::migrate::MigrateArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            match name_variable(&error, &Cli::command()) {
+                Some(message) => eprint!("{message}"),
+                // Help and version on stdout, errors on stderr, coloured
+                // on a terminal: clap's own rendering.
+                None => {
+                    let _ = error.print();
+                }
+            }
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
+        }
+    };
     init_tracing(cli.log_format);
     // One stream and a health probe need no thread pool; with many
     // subscribers on one machine the idle worker threads add up.
     let runtime = match cli.command {
         Command::Serve(_) | Command::Publish(_) => tokio::runtime::Runtime::new(),
-        Command::Subscribe(_) | Command::Health(_) | Command::Migrate(_) => {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-        }
+        Command::Subscribe(_)
+        | Command::Health(_)
+        | Command::Migrate(_)
+        | Command::Events(_)
+        | Command::Topics(_)
+        | Command::Stats(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
     };
     let runtime = match runtime {
         Ok(runtime) => runtime,
@@ -71,6 +95,9 @@ fn main() -> ExitCode {
             Command::Subscribe(args) => cmd::subscribe::run(args).await,
             Command::Health(args) => cmd::health::run(args).await,
             Command::Migrate(args) => cmd::migrate::run(args).await,
+            Command::Events(args) => cmd::events::run(args).await,
+            Command::Topics(args) => cmd::topics::run(args).await,
+            Command::Stats(args) => cmd::stats::run(args).await,
         }
     });
     match result {
@@ -80,6 +107,54 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error for an invalid value that came from an environment variable
+/// rather than the command line, rewritten to name the variable (clap names
+/// only the flag, which the user never typed); `None` for any other error.
+fn name_variable(error: &clap::Error, command: &clap::Command) -> Option<String> {
+    let (Some(ContextValue::String(flag)), Some(ContextValue::String(value))) = (
+        error.get(ContextKind::InvalidArg),
+        error.get(ContextKind::InvalidValue),
+    ) else {
+        return None;
+    };
+    let long = flag.split_whitespace().next()?.strip_prefix("--")?;
+    let typed = std::env::args().any(|arg| {
+        arg.strip_prefix("--")
+            .is_some_and(|a| a == long || a.starts_with(&format!("{long}=")))
+    });
+    if typed {
+        return None;
+    }
+    // The flag may exist on several subcommands; the one whose variable
+    // holds the rejected value is the one that was read.
+    let mut commands = vec![command];
+    let mut variables = Vec::new();
+    while let Some(command) = commands.pop() {
+        commands.extend(command.get_subcommands());
+        for arg in command.get_arguments() {
+            if arg.get_long() == Some(long)
+                && let Some(variable) = arg.get_env()
+                && std::env::var_os(variable).is_some_and(|v| v == value.as_str())
+                && !variables.contains(&variable)
+            {
+                variables.push(variable);
+            }
+        }
+    }
+    let [variable] = variables[..] else {
+        return None;
+    };
+    let rendered = error.render().to_string();
+    Some(rendered.replacen(
+        &format!("'{flag}'"),
+        &format!(
+            "'{flag}' (from the environment variable {})",
+            variable.to_string_lossy()
+        ),
+        1,
+    ))
 }
 
 fn init_tracing(format: LogFormat) {

@@ -158,12 +158,84 @@ impl Metrics {
     }
 
     /// The registry in the Prometheus text format.
-    pub fn render(&self) -> String {
+    pub fn render(&self, format: Exposition) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
-        text
+        match format {
+            Exposition::OpenMetrics => text,
+            Exposition::Text => openmetrics_to_text(&text),
+        }
     }
+}
+
+/// The two formats `/metrics` answers in, chosen by the request's `Accept`
+/// as Prometheus' own clients do: OpenMetrics for a scraper that asks for
+/// it (Prometheus does), else the classic text format 0.0.4, which `curl`,
+/// `promtool check metrics` and older scrapers read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposition {
+    OpenMetrics,
+    Text,
+}
+
+impl Exposition {
+    /// OpenMetrics when `accept` names `application/openmetrics-text`.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        let asks = accept.is_some_and(|accept| {
+            accept.split(',').any(|range| {
+                let mut parts = range.split(';');
+                let media = parts.next().unwrap_or_default().trim();
+                // `q=0` means "not this one".
+                let refused = parts.any(|p| matches!(p.trim(), "q=0" | "q=0.0" | "q=0.00"));
+                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            })
+        });
+        if asks { Self::OpenMetrics } else { Self::Text }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Self::Text => "text/plain; version=0.0.4; charset=utf-8",
+        }
+    }
+}
+
+/// The classic text format of what `prometheus_client` encodes as
+/// OpenMetrics. For our metrics (counters, gauges, histograms, no exemplars
+/// or `_created`) the two differ only in the metadata: a counter family is
+/// named with its `_total` suffix, there are no `# UNIT` lines and no
+/// `# EOF`. The samples are the same lines.
+fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: Vec<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let metadata = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match metadata {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(&name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                text.push_str(&format!("{prefix}{name}{suffix} {tail}"));
+            }
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 impl Default for Metrics {
@@ -205,4 +277,50 @@ pub async fn track_requests(
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_text_format_names_counters_with_total_and_drops_units_and_eof() {
+        let metrics = Metrics::new();
+        metrics.events_received.inc();
+        let text = metrics.render(Exposition::Text);
+        assert!(text.contains("# HELP logagg_events_received_total Events in committed"));
+        assert!(text.contains(
+            "# TYPE logagg_events_received_total counter\nlogagg_events_received_total 1\n"
+        ));
+        assert!(text.contains("# TYPE logagg_queue_depth_events gauge\n"));
+        assert!(
+            !text.contains("# UNIT") && !text.contains("# EOF"),
+            "{text}"
+        );
+        let open = metrics.render(Exposition::OpenMetrics);
+        assert!(
+            open.ends_with("# EOF\n") && open.contains("# TYPE logagg_events_received counter")
+        );
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(
+            Exposition::negotiate(Some(prometheus)),
+            Exposition::OpenMetrics
+        );
+        for accept in [
+            None,
+            Some("*/*"),
+            Some("text/plain"),
+            Some("application/openmetrics-text;q=0"),
+        ] {
+            assert_eq!(
+                Exposition::negotiate(accept),
+                Exposition::Text,
+                "{accept:?}"
+            );
+        }
+    }
 }

@@ -176,6 +176,29 @@ pub fn denied(status: StatusCode, headers: &HeaderMap, sent_token: bool) -> Opti
     }
 }
 
+/// What an answer is when it is not one of logagg's: every error logagg
+/// sends is a problem document (`application/problem+json`), so any other
+/// error body (an HTML page, a proxy's text) came from something else.
+/// `None` for a problem document.
+pub fn foreign_answer(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let content_type = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    match content_type.as_str() {
+        "application/problem+json" => None,
+        "" => Some("a body without a Content-Type".to_owned()),
+        "text/html" => Some("an HTML page".to_owned()),
+        other => Some(format!("a body of type {other}")),
+    }
+}
+
+/// The hint for an answer that did not come from logagg.
+pub const CHECK_URL: &str = "not an answer from logagg; check --url (logagg's base URL, such as \
+     http://127.0.0.1:8080) and any proxy in front of it";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +266,30 @@ mod tests {
     fn only_plain_http_base_urls_are_taken() {
         for bad in ["https://example.com", "localhost:8080", "http://h/?q=1", ""] {
             assert!(bad.parse::<BaseUrl>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_problem_documents_are_logagg_answers() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(
+            foreign_answer(&headers).as_deref(),
+            Some("a body without a Content-Type")
+        );
+        for (content_type, foreign) in [
+            ("application/problem+json", None),
+            ("text/html; charset=utf-8", Some("an HTML page")),
+            ("text/plain", Some("a body of type text/plain")),
+        ] {
+            headers.insert(
+                reqwest::header::CONTENT_TYPE,
+                content_type.parse().expect("header"),
+            );
+            assert_eq!(
+                foreign_answer(&headers).as_deref(),
+                foreign,
+                "{content_type}"
+            );
         }
     }
 

@@ -51,22 +51,38 @@ pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("reaching {url} (is the server running?)"))?;
     let status = response.status();
-    if status.is_success() {
-        // A degraded server (a full disk) still serves reads: healthy for a
-        // container check, but said, so it shows in `docker inspect`.
-        let health: Option<Health> = response.json().await.ok();
-        match health.and_then(|h| h.detail.filter(|_| h.status == "degraded")) {
-            Some(detail) => println!("degraded: {url} answered {status}: {detail}"),
-            None => println!("healthy: {url} answered {status}"),
-        }
-        Ok(())
-    } else if let Some(denied) = client::denied(status, response.headers(), sent_token) {
+    if let Some(denied) = client::denied(status, response.headers(), sent_token) {
         // Up, but this command may not ask (`serve --health-access read`).
         anyhow::bail!("{url}: {denied}")
-    } else {
-        let body = response.text().await.unwrap_or_default();
-        anyhow::bail!("unhealthy: {url} answered {status}: {}", body.trim())
     }
+    let foreign = client::foreign_answer(response.headers());
+    let body = response
+        .bytes()
+        .await
+        .with_context(|| format!("reading the answer of {url}"))?;
+    if !status.is_success() {
+        match foreign {
+            Some(what) => {
+                anyhow::bail!("{url} answered {status} with {what}, {}", client::CHECK_URL)
+            }
+            None => anyhow::bail!(
+                "unhealthy: {url} answered {status}: {}",
+                client::problem(&body).summary()
+            ),
+        }
+    }
+    // A 200 that is not logagg's health document is some other service.
+    let Ok(health) = serde_json::from_slice::<Health>(&body) else {
+        let what = foreign.unwrap_or_else(|| "a body that is not logagg's".to_owned());
+        anyhow::bail!("{url} answered {status} with {what}, {}", client::CHECK_URL);
+    };
+    // A degraded server (a full disk) still serves reads: healthy for a
+    // container check, but said, so it shows in `docker inspect`.
+    match health.detail.filter(|_| health.status == "degraded") {
+        Some(detail) => println!("degraded: {url} answered {status}: {detail}"),
+        None => println!("healthy: {url} answered {status}"),
+    }
+    Ok(())
 }
 
 /// `--url`, else the loopback form of `--listen`, else the default port.

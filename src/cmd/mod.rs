@@ -1,13 +1,18 @@
 //! One module per subcommand, each with its arguments and one `run`, plus
-//! what they share: [`client`] for the commands that talk to a server, and
+//! what they share: [`client`] for the commands that talk to a server,
+//! [`read`] for the reading commands (`events`, `topics`, `stats`), and
 //! `ShutdownSignal`.
 
 pub mod client;
+pub mod events;
 pub mod health;
 pub mod migrate;
 pub mod publish;
+pub mod read;
 pub mod serve;
+pub mod stats;
 pub mod subscribe;
+pub mod topics;
 
 /// SIGTERM or SIGINT (Ctrl-C), the signals every long-running command stops
 /// on. Installed up front, so a failure to install is an error at start,

@@ -32,10 +32,11 @@ pub struct SubscribeArgs {
     /// as the last token for one or more (`auth.*`, `auth.>`, `>`).
     pub pattern: String,
 
-    /// Start after this seq (0: from the first stored event). Ignored when
-    /// the cursor file holds a seq.
-    #[arg(long, env = "LOGAGG_FROM", default_value_t = 0)]
-    pub from: u64,
+    /// Start after this seq (0: from the first stored event), or `now`
+    /// for only events committed from now on, as the API's `from=now`.
+    /// Ignored when the cursor file holds a seq.
+    #[arg(long, env = "LOGAGG_FROM", default_value = "0")]
+    pub from: Start,
 
     /// Base URL of the server.
     #[arg(long, env = "LOGAGG_URL", default_value = "http://127.0.0.1:8080")]
@@ -57,6 +58,28 @@ pub struct SubscribeArgs {
     pub auth: TokenArgs,
 }
 
+/// Where a subscription starts: after a `seq`, or after the newest event
+/// committed when it starts (`now`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    After(u64),
+    Now,
+}
+
+impl std::str::FromStr for Start {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim() {
+            "now" => Ok(Self::Now),
+            seq => seq
+                .parse()
+                .map(Self::After)
+                .map_err(|_| format!("{text:?} is neither a seq number nor \"now\"")),
+        }
+    }
+}
+
 /// First wait before reconnecting; doubles up to `--reconnect-max`.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 
@@ -66,19 +89,25 @@ const RECONNECT_MIN: Duration = Duration::from_millis(100);
 /// When the server rejects the subscription (a 4xx, e.g. a malformed
 /// pattern), or stdout or the cursor file cannot be written.
 pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
-    let mut cursor = match &args.cursor_file {
-        Some(path) => read_cursor(path)?.unwrap_or(args.from),
-        None => args.from,
+    let saved = match &args.cursor_file {
+        Some(path) => read_cursor(path)?,
+        None => None,
     };
     let headers = args.auth.headers()?;
+    let sent_token = !headers.is_empty();
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .default_headers(headers)
+        .build()
+        .context("building the HTTP client")?;
+    let mut cursor = match (saved, args.from) {
+        (Some(seq), _) | (None, Start::After(seq)) => seq,
+        (None, Start::Now) => newest_seq(&client, &args.url).await?,
+    };
     let mut subscriber = Subscriber {
         args: &args,
-        sent_token: !headers.is_empty(),
-        client: reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .default_headers(headers)
-            .build()
-            .context("building the HTTP client")?,
+        sent_token,
+        client,
         printed: 0,
     };
     let signal = ShutdownSignal::install().context("installing signal handlers")?;
@@ -116,6 +145,33 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
         }
         backoff = (backoff * 2).min(args.reconnect_max.max(RECONNECT_MIN));
     }
+}
+
+/// The newest committed `seq`, where `--from now` starts: resolved once,
+/// so that a reconnection resumes after it instead of from a later "now"
+/// (which would skip what was committed while disconnected).
+async fn newest_seq(http: &reqwest::Client, url: &BaseUrl) -> anyhow::Result<u64> {
+    let endpoint = url.endpoint("/stats");
+    let response =
+        http.get(endpoint.clone()).send().await.with_context(|| {
+            format!("reaching {endpoint} for --from now (is the server running?)")
+        })?;
+    let status = response.status();
+    let body = response.bytes().await.unwrap_or_default();
+    if !status.is_success() {
+        anyhow::bail!(
+            "{endpoint} answered {status}: {}",
+            client::problem(&body).summary()
+        );
+    }
+    serde_json::from_slice::<crate::api::Stats>(&body)
+        .map(|stats| stats.last_seq)
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "{endpoint} did not answer as logagg does ({error}); {}",
+                client::CHECK_URL
+            )
+        })
 }
 
 enum Session {

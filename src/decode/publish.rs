@@ -106,9 +106,7 @@ fn read_json<'a>(
     };
     match parsed {
         Ok(items) => Ok(Some(items)),
-        Err(e) if is_syntax(&e) => Err(DecodeError::Malformed(format!(
-            "body is not valid JSON: {e}"
-        ))),
+        Err(e) if is_syntax(&e) => Err(not_json(text, &e)),
         Err(_) => Ok(None),
     }
 }
@@ -168,14 +166,32 @@ fn split_json<'a>(text: &'a str, limits: &DecodeLimits) -> Result<Vec<&'a RawVal
     // The array around the events is one more level.
     let depth_max = limits.json_depth_max + usize::from(is_array);
     check_depth(text, depth_max, limits)?;
-    let invalid =
-        |e: serde_json::Error| DecodeError::Malformed(format!("body is not valid JSON: {e}"));
+    let invalid = |e: serde_json::Error| not_json(text, &e);
     if is_array {
         serde_json::from_str(text).map_err(invalid)
     } else {
         let event: &RawValue = serde_json::from_str(text).map_err(invalid)?;
         Ok(vec![event])
     }
+}
+
+/// The error for a `Content-Type: application/json` body that is not JSON,
+/// with a hint when it is NDJSON (one JSON value per line) sent under the
+/// wrong type, the usual mistake with `curl -d @events.ndjson`.
+fn not_json(text: &str, error: &serde_json::Error) -> DecodeError {
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let ndjson = error.to_string().starts_with("trailing characters")
+        && lines
+            .next()
+            .is_some_and(|first| serde_json::from_str::<&RawValue>(first).is_ok())
+        && lines.next().is_some();
+    let hint = if ndjson {
+        "; it looks like NDJSON (one event per line): send it with \
+         Content-Type: application/x-ndjson"
+    } else {
+        ""
+    };
+    DecodeError::Malformed(format!("body is not valid JSON: {error}{hint}"))
 }
 
 /// An NDJSON body: one event per non-blank line.

@@ -1,6 +1,6 @@
 //! `ApiError`: every error the HTTP API answers with, rendered as an RFC 9457
-//! `application/problem+json` document, plus the query extractor that rejects
-//! bad query strings in that same shape.
+//! `application/problem+json` document. (Bad query strings get the same
+//! shape from `http::query`.)
 //!
 //! Each problem has a stable `type` (`urn:logagg:problem:<slug>`) that
 //! clients can match on; `docs/api.md` lists them. The client gets an opaque
@@ -11,11 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, Query};
-use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
 
 use super::auth::Denial;
 use crate::api::Problem;
@@ -229,24 +226,6 @@ impl From<IngestError> for ApiError {
                 _ => Self::Internal(Box::new(IngestError::Commit(source))),
             },
         }
-    }
-}
-
-/// `Query<T>` whose rejection is a 400 problem document.
-pub struct ApiQuery<T>(pub T);
-
-impl<T, S> FromRequestParts<S> for ApiQuery<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(value)| Self(value))
-            .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
     }
 }
 

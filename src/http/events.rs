@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiQuery;
+use super::query::{ApiQuery, NoParams};
 use super::{ApiError, AppState, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
 use crate::event::{FieldLimits, Topic};
 use crate::store::{EventQuery, StoredEvent, TopicSummary};
@@ -52,7 +52,17 @@ pub struct Page {
     /// The `after` of the next page when this one came back full; `null`
     /// when there was nothing more to read (poll again with the last `seq`).
     next_after: Option<u64>,
+    /// With a `topic` filter: whether that topic has ever been published
+    /// to, so that an empty page for a misspelled topic says so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    topic_known: Option<bool>,
+    /// For an unknown topic: stored topics with a close name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    similar_topics: Vec<String>,
 }
+
+/// Most names `similar_topics` lists.
+const SIMILAR_TOPICS_MAX: usize = 5;
 
 pub async fn list(
     State(state): State<AppState>,
@@ -60,15 +70,52 @@ pub async fn list(
 ) -> Result<Json<Page>, ApiError> {
     let query = params.into_query(&state.limits.decode.fields)?;
     let limit = query.limit;
+    let topic = query.topic.clone();
     let events = state.store.events(query).await?;
     let next_after = (events.len() == limit)
         .then(|| events.last().map(|e| e.seq))
         .flatten();
-    Ok(Json(Page { events, next_after }))
+    let mut page = Page {
+        topic_known: topic.as_ref().map(|_| true),
+        events,
+        next_after,
+        similar_topics: Vec::new(),
+    };
+    // Only an empty page asks whether its topic exists: one read of the
+    // topic list (one row per topic, not per event).
+    if let Some(topic) = topic.filter(|_| page.events.is_empty()) {
+        let topics = state.store.topics().await?;
+        if !topics.iter().any(|t| t.topic == topic) {
+            page.topic_known = Some(false);
+            page.similar_topics = similar(&topic, topics.into_iter().map(|t| t.topic));
+        }
+    }
+    Ok(Json(page))
+}
+
+/// Up to [`SIMILAR_TOPICS_MAX`] of `topics` close to `topic`, closest
+/// first: a few letters apart (a typo), or one contains the other (`auth`
+/// for `auth.login`).
+fn similar(topic: &str, topics: impl Iterator<Item = String>) -> Vec<String> {
+    let allowed = (topic.chars().count() / 3).max(1);
+    let mut close: Vec<(usize, String)> = topics
+        .filter_map(|candidate| {
+            let distance = strsim::damerau_levenshtein(topic, &candidate);
+            let related = candidate.contains(topic) || topic.contains(candidate.as_str());
+            (distance <= allowed || related).then_some((distance, candidate))
+        })
+        .collect();
+    close.sort();
+    close
+        .into_iter()
+        .take(SIMILAR_TOPICS_MAX)
+        .map(|(_, t)| t)
+        .collect()
 }
 
 pub async fn one(
     State(state): State<AppState>,
+    ApiQuery(NoParams {}): ApiQuery<NoParams>,
     Path((topic, event_id)): Path<(String, String)>,
 ) -> Result<Json<StoredEvent>, ApiError> {
     let not_found = ApiError::NotFound(format!(
@@ -83,7 +130,29 @@ pub struct Topics {
     topics: Vec<TopicSummary>,
 }
 
-pub async fn topics(State(state): State<AppState>) -> Result<Json<Topics>, ApiError> {
+pub async fn topics(
+    State(state): State<AppState>,
+    ApiQuery(NoParams {}): ApiQuery<NoParams>,
+) -> Result<Json<Topics>, ApiError> {
     let topics = state.store.topics().await?;
     Ok(Json(Topics { topics }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn similar_topics_are_typos_or_containing_names_closest_first() {
+        let stored = ["auth.login", "auth.logout", "billing.paid", "auth"].map(String::from);
+        assert_eq!(
+            similar("auth.logn", stored.clone().into_iter()),
+            ["auth.login", "auth.logout", "auth"]
+        );
+        assert_eq!(
+            similar("billing.paid.eu", stored.clone().into_iter()),
+            ["billing.paid"]
+        );
+        assert!(similar("orders", stored.into_iter()).is_empty());
+    }
 }

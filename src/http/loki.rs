@@ -7,12 +7,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 
 use super::ingest::{BodyCodec, body_format, ingest};
+use super::query::{ApiQuery, NoParams};
 use super::{ApiError, AppState};
 use crate::decode::Encoding;
 use crate::decode::loki::decode;
 
 pub async fn push(
     State(state): State<AppState>,
+    ApiQuery(NoParams {}): ApiQuery<NoParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiError> {

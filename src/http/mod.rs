@@ -19,6 +19,7 @@ mod ingest;
 mod loki;
 mod otlp;
 mod publish;
+mod query;
 mod stats;
 mod subscribe;
 

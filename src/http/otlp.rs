@@ -16,12 +16,14 @@ use axum::response::{IntoResponse, Response};
 use prost::Message;
 
 use super::ingest::{BodyCodec, body_format, ingest};
+use super::query::{ApiQuery, NoParams};
 use super::{ApiError, AppState};
 use crate::decode::Encoding;
 use crate::decode::otlp::{decode, response, response_json};
 
 pub async fn export_logs(
     State(state): State<AppState>,
+    ApiQuery(NoParams {}): ApiQuery<NoParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {

@@ -8,8 +8,8 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 
-use super::error::ApiQuery;
 use super::ingest::{BodyCodec, body_format, ingest};
+use super::query::{ApiQuery, NoParams};
 use super::{ApiError, AppState};
 use crate::api::Receipt;
 use crate::decode::publish::{Format, decode};
@@ -17,6 +17,7 @@ use crate::decode::raw::{self, RawOptions};
 
 pub async fn publish(
     State(state): State<AppState>,
+    ApiQuery(NoParams {}): ApiQuery<NoParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Receipt>, ApiError> {

@@ -2,16 +2,21 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 
+use super::query::{ApiQuery, NoParams};
 use super::{ApiError, AppState};
 use crate::api::{Health, Stats};
+use crate::metrics::Exposition;
 
 /// The counters, topics and `last_seq` come from one snapshot of the store
 /// (committed with the events, so they agree with each other and with what
 /// `/events` shows); the rest is live process state.
-pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiError> {
+pub async fn stats(
+    State(state): State<AppState>,
+    ApiQuery(NoParams {}): ApiQuery<NoParams>,
+) -> Result<Json<Stats>, ApiError> {
     let stored = state.store.stats().await?;
     Ok(Json(Stats {
         counters: stored.counters,
@@ -34,7 +39,10 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<Stats>, ApiErro
 /// restarting it would not make room, so a load balancer or orchestrator
 /// should keep it in rotation (and alert) rather than take it out or
 /// restart it (docs/architecture.md).
-pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+pub async fn health(
+    State(state): State<AppState>,
+    ApiQuery(NoParams {}): ApiQuery<NoParams>,
+) -> Result<Json<Health>, ApiError> {
     let unavailable = |detail: &str| ApiError::Unavailable {
         detail: detail.to_owned(),
         retry_after: std::time::Duration::from_secs(1),
@@ -63,7 +71,13 @@ pub async fn health(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
     }))
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// The metrics in the format the scraper asks for (OpenMetrics, else the
+/// classic text format; see [`Exposition`]).
+pub async fn metrics(
+    State(state): State<AppState>,
+    ApiQuery(NoParams {}): ApiQuery<NoParams>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
     let size = state.store.size_bytes().await?;
     let metrics = &state.metrics;
     metrics.store_size.set(size);
@@ -71,12 +85,14 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
     metrics
         .subscribers
         .set(state.subscribers.connected() as i64);
+    let format = Exposition::negotiate(
+        headers
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok()),
+    );
     Ok((
         StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        metrics.render(),
+        [(header::CONTENT_TYPE, format.content_type())],
+        metrics.render(format),
     ))
 }

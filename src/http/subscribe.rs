@@ -27,7 +27,7 @@ use futures_util::{StreamExt, stream};
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::error::ApiQuery;
+use super::query::ApiQuery;
 use super::{ApiError, AppState};
 use crate::event::{FieldLimits, TopicPattern};
 use crate::store::EventQuery;

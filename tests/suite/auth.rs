@@ -588,3 +588,48 @@ async fn subscribe_and_health_send_their_token_from_a_flag_a_file_or_the_environ
         "--token and --token-file together are refused"
     );
 }
+
+/// The reading commands (`events`, `topics`, `stats`) take the same token
+/// arguments, and a refusal is one line saying which credential is wrong.
+#[tokio::test]
+async fn reading_commands_send_their_token_and_a_refusal_is_one_line() {
+    let app = server_with_tokens(|_| {}).await;
+    let url = app.api.base.as_str();
+    let stored = Call::post(
+        "/publish",
+        "application/json",
+        event("cli.read", "1").to_string(),
+    )
+    .send(&app, Some(PUBLISHER))
+    .await;
+    assert_eq!(stored.status(), 200);
+
+    for command in [
+        &["events", "cli.read", "--json"][..],
+        &["topics", "--json"],
+        &["stats", "--json"],
+    ] {
+        let args = [command, &["--url", url]].concat();
+        let ran = logagg(&args, &[], "").await;
+        assert!(!ran.success, "{command:?} without a token");
+        assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
+        assert!(
+            ran.stderr.contains("requires a bearer token"),
+            "{command:?}: {}",
+            ran.stderr
+        );
+        let ran = logagg(&args, &[("LOGAGG_TOKEN", PUBLISHER)], "").await;
+        assert!(
+            ran.stderr.contains("lacks the read scope"),
+            "{command:?}: {}",
+            ran.stderr
+        );
+        let ran = logagg(&args, &[("LOGAGG_TOKEN", READER)], "").await;
+        assert!(ran.success, "{command:?}: {}", ran.stderr);
+        assert!(
+            ran.stdout.contains("cli.read"),
+            "{command:?}: {}",
+            ran.stdout
+        );
+    }
+}

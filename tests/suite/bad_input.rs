@@ -796,3 +796,36 @@ async fn a_body_far_over_the_default_limit_gets_413_not_a_reset() {
     assert_eq!(response.status(), 413, "chunked");
     assert_nothing_stored(&app, "body far over the limit").await;
 }
+
+/// Issue 15: `curl -d @events.ndjson -H 'content-type: application/json'`
+/// is the usual mistake; the problem says which type to send.
+#[tokio::test]
+async fn ndjson_sent_as_json_gets_a_hint_to_use_x_ndjson() {
+    let app = TestApp::spawn().await;
+    let ndjson = format!(
+        "{}\n{}\n",
+        crate::common::event("a", "1"),
+        crate::common::event("a", "2")
+    );
+    let response = app.api.publish_raw("application/json", ndjson).await;
+    assert_eq!(response.status(), 400);
+    let problem: Value = response.json().await.expect("problem");
+    let detail = problem["detail"].as_str().expect("detail");
+    assert!(
+        detail.ends_with("it looks like NDJSON (one event per line): send it with Content-Type: application/x-ndjson"),
+        "{detail}"
+    );
+    // Plain garbage gets no such hint.
+    let response = app
+        .api
+        .publish_raw("application/json", "{\"a\": 1} oops")
+        .await;
+    let problem: Value = response.json().await.expect("problem");
+    assert!(
+        !problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("NDJSON"),
+        "{problem}"
+    );
+}

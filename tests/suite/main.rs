@@ -7,6 +7,7 @@ mod common;
 
 mod auth;
 mod bad_input;
+mod cli_errors;
 mod clients;
 mod container;
 mod dashboard;
@@ -15,9 +16,11 @@ mod disk_full;
 mod durability;
 mod formats;
 mod headers;
+mod metrics;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod publisher;
+mod reading_cli;
 mod reads;
 #[cfg(feature = "postgres")]
 mod replicas;

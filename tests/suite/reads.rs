@@ -153,7 +153,6 @@ async fn metrics_parse_as_prometheus_text_and_count_events() {
         assert!(name.starts_with("logagg_"), "unprefixed metric {name}");
         samples.insert(name.to_owned(), value);
     }
-    assert!(text.trim_end().ends_with("# EOF"));
     assert_eq!(samples["logagg_events_received_total"], 3.0);
     assert_eq!(samples["logagg_events_unique_total"], 2.0);
     assert_eq!(samples["logagg_events_duplicate_total"], 1.0);
@@ -264,4 +263,96 @@ async fn every_stats_answer_is_one_snapshot_while_publishers_commit() {
         ),
         (Some(12_000), Some(12_000))
     );
+}
+
+/// Issue 15: a misspelled parameter used to be ignored, so `?topc=auth.login`
+/// silently answered with every topic.
+#[tokio::test]
+async fn unknown_query_parameters_are_named_on_every_endpoint() {
+    let app = TestApp::spawn().await;
+    app.api.publish_ok(&json!([event("auth.login", "1")])).await;
+
+    let response = app.api.get_raw("/events?topc=auth.login&limit=5").await;
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = response.json().await.expect("problem");
+    let detail = problem["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains(r#""topc" (did you mean "topic"?)"#),
+        "{detail}"
+    );
+    assert!(detail.contains("topic, after, limit"), "{detail}");
+
+    // Endpoints that take no parameters say so; those that take some list them.
+    for (path, accepted) in [
+        ("/topics?x=1", "takes no query parameters"),
+        ("/stats?x=1", "takes no query parameters"),
+        ("/health?x=1", "takes no query parameters"),
+        ("/metrics?x=1", "takes no query parameters"),
+        ("/events/auth.login/1?x=1", "takes no query parameters"),
+        ("/subscribe?topic=a&form=now", "did you mean \"from\"?"),
+    ] {
+        let (status, problem) = app.api.get(path).await;
+        assert_eq!(status, 400, "{path}: {problem}");
+        let detail = problem["detail"].as_str().expect("detail");
+        assert!(detail.contains(accepted), "{path}: {detail}");
+    }
+    for (path, content_type) in [
+        ("/publish?x=1", "application/json"),
+        ("/publish/app?id_feld=id", "application/json"),
+        ("/v1/logs?x=1", "application/json"),
+        ("/loki/api/v1/push?x=1", "application/json"),
+    ] {
+        let response = app
+            .api
+            .http
+            .post(app.api.url(path))
+            .header("content-type", content_type)
+            .body("{}")
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), 400, "{path}");
+        let problem: Value = response.json().await.expect("problem");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .expect("detail")
+                .starts_with("unknown query parameter(s)"),
+            "{path}: {problem}"
+        );
+    }
+    // Nothing was stored by any of them.
+    assert_eq!(app.api.stats().await["received"], 1);
+}
+
+#[tokio::test]
+async fn an_empty_page_for_a_topic_never_published_says_so() {
+    let app = TestApp::spawn().await;
+    app.api
+        .publish_ok(&json!([
+            event("auth.login", "1"),
+            event("auth.logout", "2")
+        ]))
+        .await;
+
+    let (status, page) = app.api.get("/events?topic=auth.logn").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["events"], json!([]));
+    assert_eq!(page["topic_known"], false);
+    assert_eq!(page["similar_topics"], json!(["auth.login", "auth.logout"]));
+
+    // A known topic says so, whether the page is full or past its end.
+    let (_, page) = app.api.get("/events?topic=auth.login").await;
+    assert_eq!(page["topic_known"], true);
+    assert_eq!(page["events"].as_array().expect("events").len(), 1);
+    let (_, page) = app.api.get("/events?topic=auth.login&after=99").await;
+    assert_eq!(page["topic_known"], true);
+    assert!(page.get("similar_topics").is_none(), "{page}");
+    // Without a topic filter there is nothing to know.
+    let (_, page) = app.api.get("/events").await;
+    assert!(page.get("topic_known").is_none(), "{page}");
 }

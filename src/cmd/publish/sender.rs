@@ -277,6 +277,7 @@ impl Sender {
             return Attempt::Failed(Failure::Denied(denied));
         }
         let retry_after = retry_after(response.headers());
+        let foreign = client::foreign_answer(response.headers());
         let body = match response.bytes().await {
             Ok(body) => body,
             Err(error) => {
@@ -312,6 +313,9 @@ impl Sender {
                 },
             });
         }
+        if let Some(what) = foreign {
+            return foreign_error(status, &what, retry_after);
+        }
         let problem = client::problem(&body);
         if status.is_server_error() {
             return Attempt::Retry {
@@ -346,6 +350,30 @@ impl Sender {
             format!("connection failed ({cause})")
         }
     }
+}
+
+/// An error answer that is not logagg's (an HTML page, a proxy's text):
+/// refused at once with a hint to check `--url`, as retrying cannot change
+/// what answers there; except a gateway error, which a proxy in front of a
+/// restarting logagg sends, and which is retried.
+fn foreign_error(status: StatusCode, what: &str, retry_after: Option<Duration>) -> Attempt {
+    if matches!(
+        status,
+        StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE | StatusCode::GATEWAY_TIMEOUT
+    ) {
+        return Attempt::Retry {
+            reason: format!("{status} with {what} (from a proxy in front of logagg?)"),
+            retry_after,
+            unanswered: status != StatusCode::SERVICE_UNAVAILABLE,
+        };
+    }
+    Attempt::Failed(Failure::Rejected {
+        status,
+        problem: Problem {
+            detail: format!("{what}, {}", client::CHECK_URL),
+            ..Problem::default()
+        },
+    })
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date.
