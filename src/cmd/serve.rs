@@ -79,8 +79,10 @@ impl Server {
         let store = store::open(&store_config)
             .await
             .map_err(|error| match error {
-                // Its message says what to do.
-                StoreError::NeedsMigration { .. } => anyhow::Error::new(error),
+                // Their messages say what to do.
+                StoreError::NeedsMigration { .. } | StoreError::Locked { .. } => {
+                    anyhow::Error::new(error)
+                }
                 other => anyhow::Error::new(other)
                     .context(format!("opening the store {}", store_config.describe())),
             })?;

@@ -9,6 +9,7 @@ mod bad_input;
 mod clients;
 mod container;
 mod dashboard;
+mod data_dir;
 mod dedup;
 mod disk_full;
 mod durability;
