@@ -18,7 +18,7 @@ use crate::decode::loki::LokiMapping;
 use crate::decode::otlp::OtlpMapping;
 use crate::decode::{DecodeLimits, FormatMapping};
 use crate::event::FieldLimits;
-use crate::http::{Limits, SubscribeLimits};
+use crate::http::{ConnectionLimits, Limits, SubscribeLimits};
 use crate::ingest::QueueConfig;
 use crate::ingest::batch::BatchPolicy;
 use crate::store::{SNAPSHOT_KEYS_DEFAULT, SqliteOptions, StoreConfig, StoreLocation, SyncMode};
@@ -142,6 +142,28 @@ pub struct ServeConfig {
         value_delimiter = ','
     )]
     pub loki_topic_labels: Vec<String>,
+
+    // Connections (issue 11): how many may be open, and how long each may
+    // take. Long-lived /subscribe streams are not cut by any of these.
+    /// Connections open at once (also kept below the open-files limit);
+    /// past it a new connection gets a 503 and is closed at once.
+    #[arg(long, env = "LOGAGG_CONNECTIONS_MAX", default_value = "10000")]
+    pub connections_max: NonZeroUsize,
+
+    /// Time a client has to send a request's head (request line and
+    /// headers), from its first byte; then the connection is closed.
+    #[arg(long, env = "LOGAGG_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub header_timeout: Duration,
+
+    /// Time a client has to send a request's body, from the end of its
+    /// head; a body still arriving then gets 408.
+    #[arg(long, env = "LOGAGG_BODY_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub body_timeout: Duration,
+
+    /// Time a connection may stay open with no request in progress (a
+    /// kept-alive connection between requests); then it is closed.
+    #[arg(long, env = "LOGAGG_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
 }
 
 /// Settings that are each valid but do not fit together.
@@ -203,6 +225,17 @@ impl ServeConfig {
                 keep_alive: self.keep_alive,
                 ..SubscribeLimits::DEFAULT
             },
+        }
+    }
+
+    /// The connection bounds, as configured (`serve` lowers the cap to fit
+    /// the open-files limit).
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            connections_max: self.connections_max.get(),
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            idle_timeout: self.idle_timeout,
         }
     }
 
@@ -294,6 +327,11 @@ mod tests {
         assert_eq!(config.keep_alive, Duration::from_secs(15));
         assert_eq!(config.queue_capacity.get(), 100_000);
         assert_eq!(config.listen.port(), 0);
+        let connections = config.connection_limits();
+        assert_eq!(connections.connections_max, 10_000);
+        assert_eq!(connections.header_timeout, Duration::from_secs(10));
+        assert_eq!(connections.body_timeout, Duration::from_secs(30));
+        assert_eq!(connections.idle_timeout, Duration::from_secs(60));
     }
 
     #[test]
@@ -313,6 +351,9 @@ mod tests {
             ["t", "--body-bytes-max", "0"],
             ["t", "--queue-wait", "soon"],
             ["t", "--keep-alive", "0s"],
+            ["t", "--header-timeout", "0s"],
+            ["t", "--idle-timeout", "soon"],
+            ["t", "--connections-max", "0"],
             ["t", "--json-depth-max", "121"],
             ["t", "--store", "mysql://db/logagg"],
             ["t", "--store", "postgres://u:p@db:notaport/logagg"],

@@ -54,6 +54,9 @@ pub enum ApiError {
     /// 415: a content type or encoding the endpoint does not take.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 408: the request body did not arrive within `--body-timeout`.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 503 + `Retry-After`: overloaded or shutting down; retry later.
     #[error("{detail}")]
     Unavailable {
@@ -78,6 +81,7 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -94,6 +98,7 @@ impl ApiError {
             Self::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             Self::TooLarge(_) => ("too-large", "Request too large"),
             Self::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported media type"),
+            Self::RequestTimeout(_) => ("request-timeout", "Request timeout"),
             Self::Unavailable { .. } => ("unavailable", "Service unavailable"),
             Self::DiskFull => ("disk-full", "Insufficient storage"),
             Self::Internal(_) => ("internal", "Internal server error"),

@@ -12,6 +12,7 @@ mod dashboard;
 mod error;
 mod events;
 mod ingest;
+mod listener;
 mod loki;
 mod otlp;
 mod publish;
@@ -35,6 +36,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, InternalError};
 pub use events::ListParams;
+pub use listener::{ConnectionLimits, serve};
 pub use subscribe::{SubscribeLimits, SubscribeParams};
 
 use crate::decode::{DecodeLimits, FormatMapping};

@@ -7,6 +7,7 @@ mod common;
 
 mod bad_input;
 mod clients;
+mod connections;
 mod container;
 mod dashboard;
 mod data_dir;
