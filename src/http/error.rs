@@ -1,6 +1,6 @@
 //! `ApiError`: every error the HTTP API answers with, rendered as an RFC 9457
-//! `application/problem+json` document, plus the query extractor that rejects
-//! bad query strings in that same shape.
+//! `application/problem+json` document, plus the query and path extractors
+//! that reject bad query strings and path segments in that same shape.
 //!
 //! Each problem has a stable `type` (`urn:logagg:problem:<slug>`) that
 //! clients can match on; `docs/api.md` lists them. The client gets an opaque
@@ -11,7 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, Query};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -233,6 +234,34 @@ where
             .await
             .map(|Query(value)| Self(value))
             .map_err(|rejection| ApiError::BadRequest(rejection.body_text()))
+    }
+}
+
+/// `Path<T>` whose rejection is a 400 problem document (a 500 when the
+/// route and the handler disagree, a bug).
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(PathRejection::FailedToDeserializePathParams(rejection)) => {
+                Err(ApiError::BadRequest(format!(
+                    "{}; percent-encode path segments as UTF-8",
+                    rejection.body_text()
+                )))
+            }
+            Err(rejection) if rejection.status().is_server_error() => {
+                Err(ApiError::Internal(rejection.body_text().into()))
+            }
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
+        }
     }
 }
 

@@ -2,10 +2,10 @@
 //! and `GET /topics`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
-use super::error::ApiQuery;
+use super::error::{ApiPath, ApiQuery};
 use super::{ApiError, AppState, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
 use crate::event::{FieldLimits, Topic};
 use crate::store::{EventQuery, StoredEvent, TopicSummary};
@@ -69,7 +69,7 @@ pub async fn list(
 
 pub async fn one(
     State(state): State<AppState>,
-    Path((topic, event_id)): Path<(String, String)>,
+    ApiPath((topic, event_id)): ApiPath<(String, String)>,
 ) -> Result<Json<StoredEvent>, ApiError> {
     let not_found = ApiError::NotFound(format!(
         "no event {event_id:?} in topic {topic:?} has been stored"

@@ -24,6 +24,10 @@
 //! running out of file descriptors) pause the loop briefly instead of
 //! spinning.
 //!
+//! Every answer is a problem document, also those written below the
+//! router: the 503 past the cap, and hyper's own answers to requests its
+//! parser rejects, which [`Watched`] rewrites (see there).
+//!
 //! Shutdown: when the token is cancelled the listener closes (new
 //! connections are refused), every connection finishes its request in
 //! progress and closes (`/subscribe` streams end on the same token), and
@@ -40,6 +44,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::StatusCode;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -51,20 +56,66 @@ use tokio_util::sync::CancellationToken;
 use tower_http::timeout::DeadlineBody;
 use tower_service::Service;
 
+use crate::api::Problem;
 use crate::metrics::Metrics;
 
 /// How long the accept loop pauses after an accept error (out of file
 /// descriptors, out of memory), so that it does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// What a connection past the cap gets, when its socket takes it at once.
-const REJECTED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-content-type: application/problem+json\r\n\
-retry-after: 1\r\n\
-connection: close\r\n\
-content-length: 161\r\n\
-\r\n\
-{\"type\":\"urn:logagg:problem:unavailable\",\"title\":\"Service unavailable\",\"status\":503,\"detail\":\"the server has as many connections open as it allows; retry later\"}";
+/// The detail of the 503 a connection past the cap gets.
+const REJECTED_DETAIL: &str =
+    "the server has as many connections open as it allows (--connections-max); retry later";
+
+/// What hyper's parser answers on its own, without calling the router,
+/// rewritten as problem documents: status, slug, title and detail.
+const PARSER_PROBLEMS: [(u16, &str, &str, &str); 3] = [
+    (
+        400,
+        "bad-request",
+        "Malformed request",
+        "the request line or a header is malformed: percent-encode the target \
+         (a space as %20, '\"' as %22, '<' as %3C, '>' as %3E), and send at most one \
+         Content-Length, a number",
+    ),
+    (
+        414,
+        "uri-too-long",
+        "URI too long",
+        "the request target is longer than the server reads; shorten the path and query",
+    ),
+    (
+        431,
+        "headers-too-large",
+        "Request header fields too large",
+        "the request line and headers are larger than the server reads; send fewer or smaller headers",
+    ),
+];
+
+/// A whole HTTP/1.1 answer carrying a problem document, closing the
+/// connection, for the answers written below the router.
+fn raw_problem(status: u16, slug: &str, title: &str, detail: &str) -> Vec<u8> {
+    let problem = Problem {
+        kind: format!("urn:logagg:problem:{slug}"),
+        title: title.to_owned(),
+        status,
+        detail: detail.to_owned(),
+        errors: Vec::new(),
+    };
+    let body = serde_json::to_vec(&problem).expect("problem documents always serialize");
+    let reason = StatusCode::from_u16(status)
+        .ok()
+        .and_then(|status| status.canonical_reason())
+        .unwrap_or("Error");
+    let mut answer = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/problem+json\r\n\
+         x-content-type-options: nosniff\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    answer
+}
 
 /// Bounds on connections, from `ServeConfig`.
 #[derive(Debug, Clone, Copy)]
@@ -89,6 +140,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.connections_max));
+    let rejected = raw_problem(503, "unavailable", "Service unavailable", REJECTED_DETAIL);
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -112,7 +164,7 @@ pub async fn serve(
             tracing::debug!(%peer, "connection refused: --connections-max reached");
             // Never waits: a socket that cannot take the answer at once
             // is closed without it.
-            let _ = stream.try_write(REJECTED_RESPONSE);
+            let _ = stream.try_write(&rejected);
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -142,6 +194,7 @@ async fn serve_connection(
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: Arc::clone(&activity),
+        replacement: None,
     });
     let service = hyper::service::service_fn({
         let activity = Arc::clone(&activity);
@@ -255,6 +308,10 @@ impl Activity {
         RequestGuard(Arc::clone(self))
     }
 
+    fn is_busy(&self) -> bool {
+        matches!(*self.phase.lock().expect("phase lock"), Phase::Busy { .. })
+    }
+
     fn deadline(&self, limits: &ConnectionLimits) -> Option<Instant> {
         match *self.phase.lock().expect("phase lock") {
             Phase::Idle { since } => Some(since + limits.idle_timeout),
@@ -317,10 +374,71 @@ impl hyper::body::Body for Tracked {
     }
 }
 
-/// A socket that tells its connection's [`Activity`] when bytes arrive.
+/// A socket that tells its connection's [`Activity`] when bytes arrive,
+/// and rewrites hyper's own error answers as problem documents.
+///
+/// hyper answers a request its parser rejects (a target with a space or
+/// `"` in it, a target or head over its limits, a malformed
+/// `Content-Length`) by itself, with an empty 400, 414 or 431, and closes
+/// the connection; the router never sees the request. Such an answer is
+/// recognised as a bare head (status 4xx, `content-length: 0`, nothing
+/// after the blank line) written while no request is in progress, and
+/// replaced by [`PARSER_PROBLEMS`]. A response of ours cannot be mistaken
+/// for it: every one is written while its request is in progress, and
+/// none of our bodies holds a raw CRLF (JSON escapes them).
 struct Watched<S> {
     inner: S,
     activity: Arc<Activity>,
+    /// An answer being written in place of hyper's, and how much of it
+    /// is written.
+    replacement: Option<(Vec<u8>, usize)>,
+}
+
+impl<S: AsyncWrite + Unpin> Watched<S> {
+    /// Starts replacing `written` (what hyper is writing) when it is one of
+    /// hyper's own error answers.
+    fn intercept(&mut self, written: &[u8]) {
+        if self.replacement.is_some() || self.activity.is_busy() {
+            return;
+        }
+        let Some(head) = written.strip_prefix(b"HTTP/1.1 4") else {
+            return;
+        };
+        let bare = written.len() < 512
+            && written.ends_with(b"\r\n\r\n")
+            && memchr::memmem::find(written, b"\r\n\r\n") == Some(written.len() - 4)
+            && memchr::memmem::find(written, b"\ncontent-length: 0\r\n").is_some();
+        let status = std::str::from_utf8(head.get(..2).unwrap_or_default())
+            .ok()
+            .and_then(|code| code.parse::<u16>().ok())
+            .map(|code| 400 + code);
+        let problem = PARSER_PROBLEMS
+            .iter()
+            .find(|(code, ..)| Some(*code) == status);
+        if let (true, Some(&(status, slug, title, detail))) = (bare, problem) {
+            self.replacement = Some((raw_problem(status, slug, title, detail), 0));
+        }
+    }
+
+    /// Writes the rest of the replacement, if any: `Some` once there is
+    /// nothing left to write (or it failed), `None` without a replacement.
+    fn poll_replacement(
+        &mut self,
+        cx: &mut Context<'_>,
+        claimed: usize,
+    ) -> Option<Poll<io::Result<usize>>> {
+        let (answer, written) = self.replacement.as_mut()?;
+        while *written < answer.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &answer[*written..]) {
+                Poll::Ready(Ok(0)) => return Some(Poll::Ready(Ok(0))),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(error)) => return Some(Poll::Ready(Err(error))),
+                Poll::Pending => return Some(Poll::Pending),
+            }
+        }
+        // hyper's own bytes are dropped, as if written.
+        Some(Poll::Ready(Ok(claimed)))
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -344,14 +462,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.intercept(buf);
+        if let Some(polled) = self.poll_replacement(cx, buf.len()) {
+            return polled;
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(Poll::Pending) = self.poll_replacement(cx, 0) {
+            return Poll::Pending;
+        }
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(Poll::Pending) = self.poll_replacement(cx, 0) {
+            return Poll::Pending;
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 
@@ -360,6 +488,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(first) = bufs.iter().find(|buf| !buf.is_empty()) {
+            let whole: usize = bufs.iter().map(|buf| buf.len()).sum();
+            if whole == first.len() {
+                self.intercept(first);
+            }
+        }
+        let claimed = bufs.iter().map(|buf| buf.len()).sum();
+        if let Some(polled) = self.poll_replacement(cx, claimed) {
+            return polled;
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -373,14 +511,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_rejection_announces_its_exact_body_length() {
-        let text = std::str::from_utf8(REJECTED_RESPONSE).expect("ASCII");
-        let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
-        assert!(
-            head.contains(&format!("content-length: {}", body.len())),
-            "{head}"
-        );
-        let problem: serde_json::Value = serde_json::from_str(body).expect("JSON");
-        assert_eq!(problem["status"], 503);
+    fn answers_below_the_router_are_whole_problem_documents() {
+        for (status, slug, title, detail) in
+            std::iter::once((503, "unavailable", "Service unavailable", REJECTED_DETAIL))
+                .chain(PARSER_PROBLEMS)
+        {
+            let answer = raw_problem(status, slug, title, detail);
+            let text = String::from_utf8(answer).expect("ASCII");
+            let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+            assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{head}");
+            assert!(
+                head.contains(&format!("content-length: {}", body.len())),
+                "{head}"
+            );
+            let problem: serde_json::Value = serde_json::from_str(body).expect("JSON");
+            assert_eq!(problem["status"], status);
+            assert_eq!(problem["detail"], detail);
+        }
     }
 }

@@ -28,7 +28,7 @@ async fn spawn_with_timeouts(adjust: impl FnOnce(&mut logagg::config::ServeConfi
 
 /// Reads until the server closes the connection (or resets it); returns
 /// what arrived, or panics after [`WAIT`].
-async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+pub(crate) async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
     let mut received = Vec::new();
     let read = tokio::time::timeout(WAIT, async {
         let mut buf = [0; 4096];
@@ -49,7 +49,7 @@ async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
 
 /// One response read off `stream` (head and `Content-Length` body): the
 /// status, the head, and the body.
-async fn read_response(stream: &mut TcpStream) -> (u16, String, Vec<u8>) {
+pub(crate) async fn read_response(stream: &mut TcpStream) -> (u16, String, Vec<u8>) {
     let mut received = Vec::new();
     let mut buf = [0; 4096];
     let head_end = loop {
@@ -87,7 +87,9 @@ async fn read_response(stream: &mut TcpStream) -> (u16, String, Vec<u8>) {
     (status, head, body)
 }
 
-fn problem(head: &str, body: &[u8]) -> Value {
+/// The problem document of an answer read off a socket, checked to have
+/// the problem content type and a detail.
+pub(crate) fn problem(head: &str, body: &[u8]) -> Value {
     assert!(
         head.contains("content-type: application/problem+json"),
         "{head}"
