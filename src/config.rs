@@ -164,6 +164,16 @@ pub struct ServeConfig {
     /// kept-alive connection between requests); then it is closed.
     #[arg(long, env = "LOGAGG_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
     pub idle_timeout: Duration,
+
+    // TLS (issue 11): HTTPS when both files are given.
+    /// PEM file of the server's certificate chain (its own certificate
+    /// first); with --tls-key, the server speaks HTTPS only.
+    #[arg(long, env = "LOGAGG_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file of the private key of --tls-cert.
+    #[arg(long, env = "LOGAGG_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Settings that are each valid but do not fit together.
@@ -173,6 +183,10 @@ pub enum ConfigError {
         "--request-events-max ({request}) must not exceed --queue-capacity ({queue}): such a request could never be queued"
     )]
     RequestLargerThanQueue { request: usize, queue: usize },
+    #[error(
+        "--tls-cert and --tls-key go together: give both (PEM files) for HTTPS, or neither for plain HTTP"
+    )]
+    TlsHalfConfigured,
 }
 
 impl ServeConfig {
@@ -206,6 +220,9 @@ impl ServeConfig {
                 request: self.request_events_max.get(),
                 queue: self.queue_capacity.get(),
             });
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::TlsHalfConfigured);
         }
         Ok(())
     }
@@ -343,6 +360,15 @@ mod tests {
             error.to_string().contains("--request-events-max"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_certificate_without_a_key_is_refused() {
+        let mut config = ServeConfig::for_tests("d".into());
+        config.tls_cert = Some("cert.pem".into());
+        assert_eq!(config.validate(), Err(ConfigError::TlsHalfConfigured));
+        config.tls_key = Some("key.pem".into());
+        assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //!   to the ingest queue through one shared path, and read everything else
 //!   from the store. Errors are RFC 9457 problem documents
 //!   ([`http::ApiError`]). `GET /` is the dashboard, a static page that
-//!   reads the same API from the browser.
+//!   reads the same API from the browser. [`http::serve`] is the accept
+//!   loop: connections bounded in number and time, optionally over TLS
+//!   ([`http::tls`]).
 //! - [`ingest`]: the bounded queue between publish handlers and the single
 //!   consumer task, which commits many requests per transaction (group
 //!   commit) and answers each after the commit, then announces it to the

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::client::BaseUrl;
+use super::tls::{TlsArgs, untrusted_certificate};
 use crate::api::Health;
 use crate::config::parse_duration;
 
@@ -29,21 +30,31 @@ pub struct HealthArgs {
     /// Give up after this long (e.g. 5s, 500ms).
     #[arg(long, env = "LOGAGG_HEALTH_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// # Errors
 /// When the server cannot be reached or does not answer 200.
 pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
     let url = base_url(&args).endpoint("/health");
-    let client = reqwest::Client::builder()
+    let client = args
+        .tls
+        .client_builder()?
         .timeout(args.timeout)
         .build()
         .context("building the HTTP client")?;
-    let response = client
-        .get(url.clone())
-        .send()
-        .await
-        .with_context(|| format!("reaching {url} (is the server running?)"))?;
+    let response = match client.get(url.clone()).send().await {
+        Ok(response) => response,
+        Err(error) => match untrusted_certificate(&error) {
+            Some(untrusted) => anyhow::bail!("unhealthy: {url}: {untrusted}"),
+            None => {
+                return Err(error)
+                    .with_context(|| format!("reaching {url} (is the server running?)"));
+            }
+        },
+    };
     let status = response.status();
     if status.is_success() {
         // A degraded server (a full disk) still serves reads: healthy for a
@@ -80,6 +91,7 @@ mod tests {
             url: url.map(|u| u.parse().expect("test URL")),
             listen: listen.map(|l| l.parse().expect("test address")),
             timeout: Duration::from_secs(1),
+            tls: TlsArgs::default(),
         })
         .to_string()
     }

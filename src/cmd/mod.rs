@@ -8,6 +8,7 @@ pub mod migrate;
 pub mod publish;
 pub mod serve;
 pub mod subscribe;
+pub mod tls;
 
 /// SIGTERM or SIGINT (Ctrl-C), the signals every long-running command stops
 /// on. Installed up front, so a failure to install is an error at start,

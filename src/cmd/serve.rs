@@ -20,6 +20,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::ShutdownSignal;
@@ -50,9 +51,16 @@ const FDS_RESERVED: u64 = 256;
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let signal = ShutdownSignal::install().context("installing signal handlers")?;
     let server = Server::bind(&config).await?;
+    let mut dashboard = BaseUrl::local(server.local_addr()).endpoint("/");
+    if server.tls.is_some() {
+        dashboard
+            .set_scheme("https")
+            .expect("http and https URLs are alike");
+    }
     tracing::info!(
         address = %server.local_addr(),
-        dashboard = %BaseUrl::local(server.local_addr()).endpoint("/"),
+        dashboard = %dashboard,
+        tls = server.tls.is_some(),
         store = %config.store,
         data_dir = %config.data_dir.display(),
         sync = ?config.sync,
@@ -74,6 +82,8 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    /// Set when the server speaks HTTPS.
+    tls: Option<TlsAcceptor>,
     connections: ConnectionLimits,
     /// The soft open-files limit after raising it, when known.
     open_files_max: Option<u64>,
@@ -111,6 +121,10 @@ impl Server {
             Arc::clone(&tail),
             Arc::clone(&metrics),
         );
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(http::tls::acceptor(cert, key)?),
+            _ => None,
+        };
         let open_files_max = raise_open_files_limit();
         let connections = fit_connections(config.connection_limits(), open_files_max);
         let listener = TcpListener::bind(config.listen)
@@ -135,6 +149,7 @@ impl Server {
         Ok(Self {
             listener,
             state,
+            tls,
             connections,
             open_files_max,
             consumer,
@@ -162,6 +177,7 @@ impl Server {
         let Self {
             listener,
             state,
+            tls,
             connections,
             open_files_max: _,
             consumer,
@@ -170,7 +186,7 @@ impl Server {
         let token = state.shutdown.clone();
         let metrics = Arc::clone(&state.metrics);
         let app = http::router(state);
-        let serve = http::serve(listener, app, connections, metrics, token.clone());
+        let serve = http::serve(listener, app, connections, tls, metrics, token.clone());
         tokio::pin!(serve);
         // Serving ends only once shutdown has begun.
         let served = tokio::select! {

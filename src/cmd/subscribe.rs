@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ShutdownSignal;
 use super::client::{self, BaseUrl};
+use super::tls::{TlsArgs, untrusted_certificate};
 use crate::config::parse_duration;
 
 /// Settings of `logagg subscribe`.
@@ -52,6 +53,9 @@ pub struct SubscribeArgs {
     /// Longest wait between reconnection attempts (e.g. 5s, 500ms).
     #[arg(long, env = "LOGAGG_RECONNECT_MAX", default_value = "5s", value_parser = parse_duration)]
     pub reconnect_max: Duration,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// First wait before reconnecting; doubles up to `--reconnect-max`.
@@ -69,7 +73,9 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
     };
     let mut subscriber = Subscriber {
         args: &args,
-        client: reqwest::Client::builder()
+        client: args
+            .tls
+            .client_builder()?
             .connect_timeout(Duration::from_secs(5))
             .build()
             .context("building the HTTP client")?,
@@ -145,8 +151,13 @@ impl Subscriber<'_> {
             .header("accept", "text/event-stream")
             .send()
             .await
-            .with_context(|| format!("connecting to {url}"))
-            .map_err(Failure::Retry)?;
+            .map_err(|error| match untrusted_certificate(&error) {
+                // Retrying cannot make a certificate trusted.
+                Some(untrusted) => Failure::Fatal(anyhow::anyhow!("{url}: {untrusted}")),
+                None => Failure::Retry(
+                    anyhow::Error::new(error).context(format!("connecting to {url}")),
+                ),
+            })?;
         let status = response.status();
         if !status.is_success() {
             let body = response.bytes().await.unwrap_or_default();

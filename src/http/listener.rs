@@ -24,6 +24,9 @@
 //! running out of file descriptors) pause the loop briefly instead of
 //! spinning.
 //!
+//! With TLS (`--tls-cert`), each connection's handshake must finish within
+//! the header timeout; then it is served as above, over the TLS stream.
+//!
 //! Every answer is a problem document, also those written below the
 //! router: the 503 past the cap, and hyper's own answers to requests its
 //! parser rejects, which [`Watched`] rewrites (see there).
@@ -49,9 +52,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower_http::timeout::DeadlineBody;
 use tower_service::Service;
@@ -136,6 +140,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
@@ -163,15 +168,33 @@ pub async fn serve(
             metrics.connections_rejected.inc();
             tracing::debug!(%peer, "connection refused: --connections-max reached");
             // Never waits: a socket that cannot take the answer at once
-            // is closed without it.
-            let _ = stream.try_write(&rejected);
+            // is closed without it (and so is a TLS one, which cannot take
+            // plain text).
+            if tls.is_none() {
+                let _ = stream.try_write(&rejected);
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
         let (router, metrics, shutdown) = (router.clone(), Arc::clone(&metrics), shutdown.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
             metrics.connections_open.inc();
-            serve_connection(stream, peer, router, limits, shutdown).await;
+            match tls {
+                None => serve_connection(stream, peer, router, limits, shutdown).await,
+                // The handshake counts as reading the first head.
+                Some(tls) => {
+                    match tokio::time::timeout(limits.header_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, peer, router, limits, shutdown).await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, error = &error as &dyn std::error::Error, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
             metrics.connections_open.dec();
             drop(slot);
         });
@@ -183,13 +206,15 @@ pub async fn serve(
 }
 
 /// Serves one connection until it closes, times out, or shuts down.
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     peer: SocketAddr,
     router: Router,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
         inner: stream,

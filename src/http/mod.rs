@@ -18,6 +18,7 @@ mod otlp;
 mod publish;
 mod stats;
 mod subscribe;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;

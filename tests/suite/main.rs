@@ -23,3 +23,4 @@ mod reads;
 mod replicas;
 mod store_contract;
 mod subscribe;
+mod tls;

@@ -10,6 +10,7 @@ use clap::{ArgGroup, Args};
 
 use super::generate::{self, IdKind};
 use crate::cmd::client::BaseUrl;
+use crate::cmd::tls::TlsArgs;
 use crate::config::parse_duration;
 
 /// The slowest `--rate`: one event every 1000 seconds.
@@ -114,6 +115,9 @@ pub struct PublishArgs {
     /// instead of now). Without it, a random seed, printed in the summary.
     #[arg(long, env = "LOGAGG_PUBLISH_SEED", help_heading = "Synthetic load")]
     pub seed: Option<u64>,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {

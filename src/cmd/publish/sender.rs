@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use super::source::Request;
 use crate::api::{Problem, Receipt};
 use crate::cmd::client::{self, BaseUrl};
+use crate::cmd::tls::{TlsArgs, untrusted_certificate};
 
 /// The longest `Retry-After` honoured; a server asking for more is waited
 /// on for this long (the attempt count still bounds the run).
@@ -166,15 +167,17 @@ impl Sender {
     /// connections alive.
     ///
     /// # Errors
-    /// When the client cannot be built.
+    /// When the client cannot be built (or `--ca-cert` read).
     pub(crate) fn new(
         base: &BaseUrl,
+        tls: &TlsArgs,
         policy: RetryPolicy,
         connections: usize,
         jitter_seed: u64,
     ) -> anyhow::Result<Self> {
         let publish_url = base.endpoint("/publish");
-        let client = reqwest::Client::builder()
+        let client = tls
+            .client_builder()?
             .timeout(policy.timeout)
             .pool_max_idle_per_host(connections)
             // A redirect would turn the POST into something else; say so.
@@ -247,6 +250,10 @@ impl Sender {
         let response = match sent {
             Ok(response) => response,
             Err(error) => {
+                if let Some(untrusted) = untrusted_certificate(&error) {
+                    // Retrying cannot make a certificate trusted.
+                    return Attempt::Failed(Failure::GaveUp { last: untrusted });
+                }
                 return Attempt::Retry {
                     reason: self.transport_error(&error),
                     retry_after: None,
