@@ -19,7 +19,8 @@
 //!
 //! At most [`ConnectionLimits::connections_max`] connections are open at
 //! once. Past it a new connection is accepted, sent a 503 problem document
-//! if its socket takes it without waiting, and closed at once, and
+//! if its socket takes it without waiting (plain HTTP only), and closed at
+//! once, and
 //! `logagg_connections_rejected_total` counts it. Accept errors (such as
 //! running out of file descriptors) pause the loop briefly instead of
 //! spinning.
@@ -144,7 +145,9 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(limits.connections_max));
+    // Also the bound of `acquire_many` below.
+    let connections_max = limits.connections_max.min(u32::MAX as usize);
+    let slots = Arc::new(Semaphore::new(connections_max));
     let rejected = raw_problem(503, "unavailable", "Service unavailable", REJECTED_DETAIL);
     loop {
         let accepted = tokio::select! {
@@ -201,7 +204,7 @@ pub async fn serve(
     }
     // Closing the listener refuses new connections from here on.
     drop(listener);
-    let all = u32::try_from(limits.connections_max).unwrap_or(u32::MAX);
+    let all = u32::try_from(connections_max).expect("capped to u32 above");
     let _every_connection_closed = slots.acquire_many(all).await;
 }
 
