@@ -41,10 +41,7 @@ pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
     let url = base_url(&args).endpoint("/health");
     let client = args
         .tls
-        .client_builder()?
-        .timeout(args.timeout)
-        .build()
-        .context("building the HTTP client")?;
+        .client(&base_url(&args), |builder| builder.timeout(args.timeout))?;
     let response = match client.get(url.clone()).send().await {
         Ok(response) => response,
         Err(error) => match untrusted_certificate(&error) {

@@ -73,12 +73,9 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
     };
     let mut subscriber = Subscriber {
         args: &args,
-        client: args
-            .tls
-            .client_builder()?
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .context("building the HTTP client")?,
+        client: args.tls.client(&args.url, |builder| {
+            builder.connect_timeout(Duration::from_secs(5))
+        })?,
         printed: 0,
     };
     let signal = ShutdownSignal::install().context("installing signal handlers")?;

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+use super::client::BaseUrl;
+
 /// The TLS flag every client command shares.
 #[derive(Debug, Clone, Default, Args)]
 pub struct TlsArgs {
@@ -18,15 +20,53 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
-    /// An HTTP client builder that trusts the system's roots and
-    /// `--ca-cert`.
+    /// An HTTP client for the server at `url`, set up by `configure`:
+    /// for an `https://` URL it trusts the system's roots and `--ca-cert`
+    /// (or `--ca-cert` alone where the system has no roots, as in the
+    /// container image); for `http://` it loads no roots at all.
     ///
     /// # Errors
-    /// When `--ca-cert` cannot be read or holds no certificate.
-    pub fn client_builder(&self) -> anyhow::Result<reqwest::ClientBuilder> {
-        let builder = reqwest::Client::builder();
+    /// When `--ca-cert` cannot be read or holds no certificate, or the
+    /// client cannot be built (an https URL, no system roots, no
+    /// `--ca-cert`).
+    pub fn client(
+        &self,
+        url: &BaseUrl,
+        configure: impl Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+    ) -> anyhow::Result<reqwest::Client> {
+        let extra = self.ca_certificates()?;
+        if url.endpoint("/").scheme() != "https" {
+            // TLS goes unused; loading the system's roots could only fail.
+            return configure(reqwest::Client::builder().tls_certs_only(extra))
+                .build()
+                .context("building the HTTP client");
+        }
+        let with_system = extra.iter().cloned().fold(
+            reqwest::Client::builder(),
+            reqwest::ClientBuilder::add_root_certificate,
+        );
+        match configure(with_system).build() {
+            Ok(client) => Ok(client),
+            Err(error) if !extra.is_empty() => {
+                tracing::debug!(
+                    error = &error as &dyn std::error::Error,
+                    "the system's root certificates are unusable; trusting --ca-cert alone"
+                );
+                configure(reqwest::Client::builder().tls_certs_only(extra))
+                    .build()
+                    .context("building the HTTP client")
+            }
+            Err(error) => Err(error).context(
+                "building the HTTP client (this system has no usable root certificates; \
+                 pass the server's CA with --ca-cert FILE)",
+            ),
+        }
+    }
+
+    /// The certificates of `--ca-cert`, none without it.
+    fn ca_certificates(&self) -> anyhow::Result<Vec<reqwest::Certificate>> {
         let Some(path) = &self.ca_cert else {
-            return Ok(builder);
+            return Ok(Vec::new());
         };
         let pem = std::fs::read(path)
             .with_context(|| format!("reading --ca-cert {} (check the path)", path.display()))?;
@@ -41,9 +81,7 @@ impl TlsArgs {
             "--ca-cert {}: no CERTIFICATE block in it",
             path.display()
         );
-        Ok(certificates
-            .into_iter()
-            .fold(builder, reqwest::ClientBuilder::add_root_certificate))
+        Ok(certificates)
     }
 }
 

@@ -23,10 +23,16 @@ fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
 
 /// Runs `logagg` with `args` to its end: success, stdout and stderr.
 async fn logagg(args: &[&str]) -> (bool, String, String) {
+    logagg_with_env(args, &[]).await
+}
+
+/// As [`logagg`], with extra environment variables.
+async fn logagg_with_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     let output = tokio::time::timeout(
         REQUEST_TIMEOUT,
         tokio::process::Command::new(env!("CARGO_BIN_EXE_logagg"))
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("LOGAGG_CA_CERT")
             .env_remove("RUST_LOG")
             .kill_on_drop(true)
@@ -126,4 +132,30 @@ async fn a_certificate_without_its_key_is_a_one_line_configuration_error() {
         stderr.contains("--tls-cert and --tls-key go together"),
         "{stderr}"
     );
+}
+
+/// A system without root certificates, such as the `FROM scratch` image:
+/// plain HTTP needs none, and HTTPS trusts `--ca-cert` alone.
+#[tokio::test]
+async fn without_system_roots_http_works_and_https_trusts_the_ca_cert_alone() {
+    let certs = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = certificate(certs.path());
+    let plain = TestApp::spawn().await;
+    let tls = TestApp::spawn_with(|config| {
+        config.tls_cert = Some(cert.clone());
+        config.tls_key = Some(key.clone());
+    })
+    .await;
+    let no_roots = [
+        ("SSL_CERT_FILE", "/nonexistent/roots.pem"),
+        ("SSL_CERT_DIR", "/nonexistent"),
+    ];
+    let plain_url = format!("http://127.0.0.1:{}", plain.addr.port());
+    let (ok, stdout, stderr) = logagg_with_env(&["health", "--url", &plain_url], &no_roots).await;
+    assert!(ok, "{stdout}{stderr}");
+    let tls_url = format!("https://127.0.0.1:{}", tls.addr.port());
+    let ca = cert.to_str().expect("a UTF-8 path");
+    let (ok, stdout, stderr) =
+        logagg_with_env(&["health", "--url", &tls_url, "--ca-cert", ca], &no_roots).await;
+    assert!(ok, "{stdout}{stderr}");
 }

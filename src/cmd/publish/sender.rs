@@ -13,7 +13,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
@@ -176,16 +175,15 @@ impl Sender {
         jitter_seed: u64,
     ) -> anyhow::Result<Self> {
         let publish_url = base.endpoint("/publish");
-        let client = tls
-            .client_builder()?
-            .timeout(policy.timeout)
-            .pool_max_idle_per_host(connections)
-            // A redirect would turn the POST into something else; say so.
-            .redirect(reqwest::redirect::Policy::none())
-            .tcp_nodelay(true)
-            .user_agent(concat!("logagg-publish/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the HTTP client")?;
+        let client = tls.client(base, |builder| {
+            builder
+                .timeout(policy.timeout)
+                .pool_max_idle_per_host(connections)
+                // A redirect would turn the POST into something else; say so.
+                .redirect(reqwest::redirect::Policy::none())
+                .tcp_nodelay(true)
+                .user_agent(concat!("logagg-publish/", env!("CARGO_PKG_VERSION")))
+        })?;
         Ok(Self {
             client,
             publish_url,
