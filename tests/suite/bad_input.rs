@@ -822,6 +822,7 @@ async fn requests_the_http_parser_rejects_get_problem_documents() {
 
     let app = TestApp::spawn().await;
     let long_target = format!("/events?topic={}", "a".repeat(70_000));
+    let many_headers: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
     let cases: Vec<(&str, String, u16, &str)> = vec![
         (
             "an unescaped > in the query, as curl sends auth.>",
@@ -853,6 +854,12 @@ async fn requests_the_http_parser_rejects_get_problem_documents() {
                 .to_owned(),
             400,
             "bad-request",
+        ),
+        (
+            "more headers than the parser takes",
+            format!("GET /health HTTP/1.1\r\nhost: x\r\n{many_headers}\r\n"),
+            431,
+            "headers-too-large",
         ),
         (
             "a target over the parser's limit",
