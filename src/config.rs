@@ -20,7 +20,7 @@ use crate::decode::{DecodeLimits, FormatMapping};
 use crate::event::FieldLimits;
 use crate::http::auth::{Access, RouteAccess, Tokens, TokensError};
 use crate::http::cors::{CorsOrigins, parse_origin};
-use crate::http::{Limits, SubscribeLimits};
+use crate::http::{ConnectionLimits, Limits, SubscribeLimits};
 use crate::ingest::QueueConfig;
 use crate::ingest::batch::BatchPolicy;
 use crate::store::{SNAPSHOT_KEYS_DEFAULT, SqliteOptions, StoreConfig, StoreLocation, SyncMode};
@@ -168,6 +168,38 @@ pub struct ServeConfig {
     #[arg(long = "cors-origin", env = "LOGAGG_CORS_ORIGINS", value_name = "ORIGIN", value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<String>,
     // ---- end of Authentication and CORS --------------------------------
+
+    // Connections (issue 11): how many may be open, and how long each may
+    // take. Long-lived /subscribe streams are not cut by any of these.
+    /// Connections open at once (also kept below the open-files limit);
+    /// past it a new connection gets a 503 and is closed at once.
+    #[arg(long, env = "LOGAGG_CONNECTIONS_MAX", default_value = "10000")]
+    pub connections_max: NonZeroUsize,
+
+    /// Time a client has to send a request's head (request line and
+    /// headers), from its first byte; then the connection is closed.
+    #[arg(long, env = "LOGAGG_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub header_timeout: Duration,
+
+    /// Time a client has to send a request's body, from the end of its
+    /// head; a body still arriving then gets 408.
+    #[arg(long, env = "LOGAGG_BODY_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub body_timeout: Duration,
+
+    /// Time a connection may stay open with no request in progress (a
+    /// kept-alive connection between requests); then it is closed.
+    #[arg(long, env = "LOGAGG_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
+
+    // TLS (issue 11): HTTPS when both files are given.
+    /// PEM file of the server's certificate chain (its own certificate
+    /// first); with --tls-key, the server speaks HTTPS only.
+    #[arg(long, env = "LOGAGG_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file of the private key of --tls-cert.
+    #[arg(long, env = "LOGAGG_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Settings that are each valid but do not fit together.
@@ -177,6 +209,10 @@ pub enum ConfigError {
         "--request-events-max ({request}) must not exceed --queue-capacity ({queue}): such a request could never be queued"
     )]
     RequestLargerThanQueue { request: usize, queue: usize },
+    #[error(
+        "--tls-cert and --tls-key go together: give both (PEM files) for HTTPS, or neither for plain HTTP"
+    )]
+    TlsHalfConfigured,
 }
 
 impl ServeConfig {
@@ -211,6 +247,9 @@ impl ServeConfig {
                 queue: self.queue_capacity.get(),
             });
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::TlsHalfConfigured);
+        }
         Ok(())
     }
 
@@ -229,6 +268,17 @@ impl ServeConfig {
                 keep_alive: self.keep_alive,
                 ..SubscribeLimits::DEFAULT
             },
+        }
+    }
+
+    /// The connection bounds, as configured (`serve` lowers the cap to fit
+    /// the open-files limit).
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            connections_max: self.connections_max.get(),
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+            idle_timeout: self.idle_timeout,
         }
     }
 
@@ -335,6 +385,11 @@ mod tests {
         assert_eq!(config.keep_alive, Duration::from_secs(15));
         assert_eq!(config.queue_capacity.get(), 100_000);
         assert_eq!(config.listen.port(), 0);
+        let connections = config.connection_limits();
+        assert_eq!(connections.connections_max, 10_000);
+        assert_eq!(connections.header_timeout, Duration::from_secs(10));
+        assert_eq!(connections.body_timeout, Duration::from_secs(30));
+        assert_eq!(connections.idle_timeout, Duration::from_secs(60));
     }
 
     #[test]
@@ -349,11 +404,23 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_without_a_key_is_refused() {
+        let mut config = ServeConfig::for_tests("d".into());
+        config.tls_cert = Some("cert.pem".into());
+        assert_eq!(config.validate(), Err(ConfigError::TlsHalfConfigured));
+        config.tls_key = Some("key.pem".into());
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
     fn bad_values_are_refused_at_parse_time() {
         for args in [
             ["t", "--body-bytes-max", "0"],
             ["t", "--queue-wait", "soon"],
             ["t", "--keep-alive", "0s"],
+            ["t", "--header-timeout", "0s"],
+            ["t", "--idle-timeout", "soon"],
+            ["t", "--connections-max", "0"],
             ["t", "--json-depth-max", "121"],
             ["t", "--store", "mysql://db/logagg"],
             ["t", "--store", "postgres://u:p@db:notaport/logagg"],

@@ -158,7 +158,10 @@ fn name_variable(error: &clap::Error, command: &clap::Command) -> Option<String>
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The TLS verifier logs each certificate it refuses; the command's own
+    // error says so already, with what to do.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,rustls_platform_verifier=off"));
     // Colour only on a terminal: in `docker logs` or a file, escape codes are noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

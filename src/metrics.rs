@@ -51,6 +51,10 @@ pub struct Metrics {
     pub store_size: Gauge<u64, AtomicU64>,
     pub subscribers: Gauge,
     pub events_delivered: Counter,
+    /// Open HTTP connections.
+    pub connections_open: Gauge,
+    /// Connections closed at once because `--connections-max` were open.
+    pub connections_rejected: Counter,
 }
 
 impl Metrics {
@@ -130,6 +134,18 @@ impl Metrics {
             "Events sent to subscribers",
             events_delivered.clone(),
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "Open HTTP connections",
+            connections_open.clone(),
+        );
+        let connections_rejected = Counter::default();
+        registry.register(
+            "connections_rejected",
+            "Connections closed on arrival because --connections-max were open",
+            connections_rejected.clone(),
+        );
         Self {
             registry,
             events_received,
@@ -144,6 +160,8 @@ impl Metrics {
             store_size,
             subscribers,
             events_delivered,
+            connections_open,
+            connections_rejected,
         }
     }
 

@@ -52,10 +52,8 @@ impl FromStr for BaseUrl {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let url = reqwest::Url::parse(text.trim())
             .map_err(|e| format!("{text:?} is not a URL ({e}); e.g. http://127.0.0.1:8080"))?;
-        if url.scheme() != "http" {
-            return Err(format!(
-                "{text:?}: only http:// is supported (the server speaks plain HTTP)"
-            ));
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("{text:?}: give an http:// or https:// URL"));
         }
         if url.query().is_some() || url.fragment().is_some() {
             return Err(format!(
@@ -263,8 +261,9 @@ mod tests {
     }
 
     #[test]
-    fn only_plain_http_base_urls_are_taken() {
-        for bad in ["https://example.com", "localhost:8080", "http://h/?q=1", ""] {
+    fn only_http_and_https_base_urls_are_taken() {
+        assert!("https://example.com".parse::<BaseUrl>().is_ok());
+        for bad in ["ftp://example.com", "localhost:8080", "http://h/?q=1", ""] {
             assert!(bad.parse::<BaseUrl>().is_err(), "{bad:?}");
         }
     }

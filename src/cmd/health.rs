@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::client::{self, BaseUrl, TokenArgs};
+use super::tls::{TlsArgs, untrusted_certificate};
 use crate::api::Health;
 use crate::config::parse_duration;
 
@@ -32,6 +33,9 @@ pub struct HealthArgs {
 
     #[command(flatten)]
     pub auth: TokenArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// # Errors
@@ -40,16 +44,21 @@ pub async fn run(args: HealthArgs) -> anyhow::Result<()> {
     let url = base_url(&args).endpoint("/health");
     let headers = args.auth.headers()?;
     let sent_token = !headers.is_empty();
-    let client = reqwest::Client::builder()
-        .timeout(args.timeout)
-        .default_headers(headers)
-        .build()
-        .context("building the HTTP client")?;
-    let response = client
-        .get(url.clone())
-        .send()
-        .await
-        .with_context(|| format!("reaching {url} (is the server running?)"))?;
+    let client = args.tls.client(&base_url(&args), |builder| {
+        builder
+            .timeout(args.timeout)
+            .default_headers(headers.clone())
+    })?;
+    let response = match client.get(url.clone()).send().await {
+        Ok(response) => response,
+        Err(error) => match untrusted_certificate(&error) {
+            Some(untrusted) => anyhow::bail!("unhealthy: {url}: {untrusted}"),
+            None => {
+                return Err(error)
+                    .with_context(|| format!("reaching {url} (is the server running?)"));
+            }
+        },
+    };
     let status = response.status();
     if let Some(denied) = client::denied(status, response.headers(), sent_token) {
         // Up, but this command may not ask (`serve --health-access read`).
@@ -109,6 +118,7 @@ mod tests {
                 token: None,
                 token_file: None,
             },
+            tls: TlsArgs::default(),
         })
         .to_string()
     }

@@ -12,6 +12,7 @@ pub mod read;
 pub mod serve;
 pub mod stats;
 pub mod subscribe;
+pub mod tls;
 pub mod topics;
 
 /// SIGTERM or SIGINT (Ctrl-C), the signals every long-running command stops

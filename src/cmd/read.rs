@@ -14,6 +14,7 @@ use clap::Args;
 use serde::de::DeserializeOwned;
 
 use super::client::{self, BaseUrl, TokenArgs};
+use super::tls::TlsArgs;
 
 /// The server and the output format, flattened into each reading command.
 #[derive(Debug, Clone, Args)]
@@ -32,6 +33,9 @@ pub struct ReadArgs {
 
     #[command(flatten)]
     pub auth: TokenArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// How a command prints its answer.
@@ -58,11 +62,12 @@ impl ReadArgs {
     /// An HTTP client for reads: connecting is bounded, a response body
     /// (a page of events) is not, as a large page takes a while to stream.
     pub fn client(&self) -> anyhow::Result<reqwest::Client> {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .default_headers(self.auth.headers()?)
-            .build()
-            .context("building the HTTP client")
+        let headers = self.auth.headers()?;
+        self.tls.client(&self.url, |builder| {
+            builder
+                .connect_timeout(Duration::from_secs(5))
+                .default_headers(headers.clone())
+        })
     }
 }
 

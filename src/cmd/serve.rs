@@ -1,13 +1,17 @@
 //! `logagg serve`: wires the store, the ingest consumer and the HTTP API
 //! together, and owns the shutdown sequence.
 //!
+//! Connections are bounded in number and in time by `http::serve` (see
+//! `http::listener`); at start the soft open-files limit is raised to the
+//! hard one, and the connection cap kept below it, so that running out of
+//! file descriptors refuses connections instead of failing accepts.
+//!
 //! Shutdown, in order: a signal cancels the token; health turns 503 and
 //! `/subscribe` streams end; HTTP stops accepting and finishes in-flight
 //! requests (publishes among them wait for their commit); dropping the last
 //! ingest handle lets the consumer commit what is queued and exit; the store
 //! closes.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,12 +20,13 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::ShutdownSignal;
 use super::client::BaseUrl;
 use crate::config::ServeConfig;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, ConnectionLimits};
 use crate::ingest::{Ingest, consumer};
 use crate::metrics::Metrics;
 use crate::store::{self, StoreError};
@@ -33,6 +38,11 @@ use crate::tail::{self, Tail, TailLimits};
 /// nothing that was promised.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
+/// File descriptors kept for everything but client connections (the
+/// store's files, its read connections, the blocking pool's work): the
+/// connection cap stays this far below the open-files limit.
+const FDS_RESERVED: u64 = 256;
+
 /// Runs the server until SIGTERM or SIGINT.
 ///
 /// # Errors
@@ -41,13 +51,22 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     let signal = ShutdownSignal::install().context("installing signal handlers")?;
     let server = Server::bind(&config).await?;
+    let mut dashboard = BaseUrl::local(server.local_addr()).endpoint("/");
+    if server.tls.is_some() {
+        dashboard
+            .set_scheme("https")
+            .expect("http and https URLs are alike");
+    }
     tracing::info!(
         address = %server.local_addr(),
         authentication = if server.state.access.requires_tokens() { "bearer tokens" } else { "off" },
-        dashboard = %BaseUrl::local(server.local_addr()).endpoint("/"),
+        dashboard = %dashboard,
+        tls = server.tls.is_some(),
         store = %config.store,
         data_dir = %config.data_dir.display(),
         sync = ?config.sync,
+        connections_max = server.connections.connections_max,
+        open_files_max = server.open_files_max,
         "logagg listening"
     );
     server.state.access.warn_if_exposed(server.local_addr());
@@ -65,6 +84,11 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    /// Set when the server speaks HTTPS.
+    tls: Option<TlsAcceptor>,
+    connections: ConnectionLimits,
+    /// The soft open-files limit after raising it, when known.
+    open_files_max: Option<u64>,
     consumer: JoinHandle<()>,
     /// Announces other replicas' commits to the tail, for a shared store.
     catch_up: Option<JoinHandle<()>>,
@@ -83,8 +107,10 @@ impl Server {
         let store = store::open(&store_config)
             .await
             .map_err(|error| match error {
-                // Its message says what to do.
-                StoreError::NeedsMigration { .. } => anyhow::Error::new(error),
+                // Their messages say what to do.
+                StoreError::NeedsMigration { .. } | StoreError::Locked { .. } => {
+                    anyhow::Error::new(error)
+                }
                 other => anyhow::Error::new(other)
                     .context(format!("opening the store {}", store_config.describe())),
             })?;
@@ -99,6 +125,12 @@ impl Server {
             Arc::clone(&tail),
             Arc::clone(&metrics),
         );
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(http::tls::acceptor(cert, key)?),
+            _ => None,
+        };
+        let open_files_max = raise_open_files_limit();
+        let connections = fit_connections(config.connection_limits(), open_files_max);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {} (is another server using it?)", config.listen))?;
@@ -123,6 +155,9 @@ impl Server {
         Ok(Self {
             listener,
             state,
+            tls,
+            connections,
+            open_files_max,
             consumer,
             catch_up,
         })
@@ -148,32 +183,29 @@ impl Server {
         let Self {
             listener,
             state,
+            tls,
+            connections,
+            open_files_max: _,
             consumer,
             catch_up,
         } = self;
         let token = state.shutdown.clone();
+        let metrics = Arc::clone(&state.metrics);
         let app = http::router(state);
-        let serve = axum::serve(listener, app)
-            .with_graceful_shutdown(token.clone().cancelled_owned())
-            .into_future();
+        let serve = http::serve(listener, app, connections, tls, metrics, token.clone());
         tokio::pin!(serve);
+        // Serving ends only once shutdown has begun.
         let served = tokio::select! {
-            result = &mut serve => Some(result),
-            () = token.cancelled() => None,
+            () = &mut serve => true,
+            () = token.cancelled() => false,
         };
-        // Shutdown has begun (serving only ends on it, or on an error): one
-        // deadline for everything that follows.
+        // One deadline for everything that follows.
         let deadline = Instant::now() + SHUTDOWN_GRACE;
-        let served = match served {
-            Some(result) => Some(result),
-            None => tokio::time::timeout_at(deadline, serve).await.ok(),
-        };
-        match served {
-            Some(result) => result.context("serving HTTP")?,
-            None => tracing::warn!(
+        if !served && tokio::time::timeout_at(deadline, serve).await.is_err() {
+            tracing::warn!(
                 grace = ?SHUTDOWN_GRACE,
                 "in-flight requests did not finish in time; they were not acknowledged"
-            ),
+            );
         }
         // Every ingest handle is gone with the router: the consumer commits
         // what is left, answers it, and returns.
@@ -194,5 +226,42 @@ impl Server {
         }
         tracing::info!("shutdown complete");
         Ok(())
+    }
+}
+
+/// Raises the soft open-files limit to the hard one; returns the soft limit
+/// in force, or `None` when it cannot be read.
+fn raise_open_files_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => Some(limit),
+        Err(error) => {
+            tracing::warn!(
+                error = &error as &dyn std::error::Error,
+                "could not read or raise the open-files limit (RLIMIT_NOFILE)"
+            );
+            None
+        }
+    }
+}
+
+/// `limits` with the connection cap lowered, if needed, to leave
+/// [`FDS_RESERVED`] descriptors of `open_files_max` free.
+fn fit_connections(limits: ConnectionLimits, open_files_max: Option<u64>) -> ConnectionLimits {
+    let Some(open_files_max) = open_files_max else {
+        return limits;
+    };
+    let room = open_files_max.saturating_sub(FDS_RESERVED).max(1);
+    let room = usize::try_from(room).unwrap_or(usize::MAX);
+    if limits.connections_max > room {
+        tracing::warn!(
+            connections_max = limits.connections_max,
+            open_files_max,
+            lowered_to = room,
+            "--connections-max does not fit the open-files limit (ulimit -n); lowered"
+        );
+    }
+    ConnectionLimits {
+        connections_max: limits.connections_max.min(room),
+        ..limits
     }
 }

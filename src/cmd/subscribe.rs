@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ShutdownSignal;
 use super::client::{self, BaseUrl, TokenArgs};
+use super::tls::{TlsArgs, untrusted_certificate};
 use crate::config::parse_duration;
 
 /// Settings of `logagg subscribe`.
@@ -56,6 +57,9 @@ pub struct SubscribeArgs {
 
     #[command(flatten)]
     pub auth: TokenArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// Where a subscription starts: after a `seq`, or after the newest event
@@ -95,11 +99,11 @@ pub async fn run(args: SubscribeArgs) -> anyhow::Result<()> {
     };
     let headers = args.auth.headers()?;
     let sent_token = !headers.is_empty();
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .default_headers(headers)
-        .build()
-        .context("building the HTTP client")?;
+    let client = args.tls.client(&args.url, |builder| {
+        builder
+            .connect_timeout(Duration::from_secs(5))
+            .default_headers(headers.clone())
+    })?;
     let mut cursor = match (saved, args.from) {
         (Some(seq), _) | (None, Start::After(seq)) => seq,
         (None, Start::Now) => newest_seq(&client, &args.url).await?,
@@ -209,8 +213,13 @@ impl Subscriber<'_> {
             .header("accept", "text/event-stream")
             .send()
             .await
-            .with_context(|| format!("connecting to {url}"))
-            .map_err(Failure::Retry)?;
+            .map_err(|error| match untrusted_certificate(&error) {
+                // Retrying cannot make a certificate trusted.
+                Some(untrusted) => Failure::Fatal(anyhow::anyhow!("{url}: {untrusted}")),
+                None => Failure::Retry(
+                    anyhow::Error::new(error).context(format!("connecting to {url}")),
+                ),
+            })?;
         let status = response.status();
         if let Some(denied) = client::denied(status, response.headers(), self.sent_token) {
             return Err(Failure::Fatal(anyhow::anyhow!("{url}: {denied}")));

@@ -1,5 +1,6 @@
 //! `ApiError`: every error the HTTP API answers with, rendered as an RFC 9457
-//! `application/problem+json` document. (Bad query strings get the same
+//! `application/problem+json` document, plus the path extractor that rejects
+//! bad path segments in that same shape. (Bad query strings get the same
 //! shape from `http::query`.)
 //!
 //! Each problem has a stable `type` (`urn:logagg:problem:<slug>`) that
@@ -11,8 +12,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 
 use super::auth::Denial;
 use crate::api::Problem;
@@ -56,6 +61,9 @@ pub enum ApiError {
     /// 415: a content type or encoding the endpoint does not take.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 408: the request body did not arrive within `--body-timeout`.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 503 + `Retry-After`: overloaded or shutting down; retry later.
     #[error("{detail}")]
     Unavailable {
@@ -81,6 +89,7 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -101,6 +110,7 @@ impl ApiError {
             Self::MethodNotAllowed => ("method-not-allowed", "Method not allowed"),
             Self::TooLarge(_) => ("too-large", "Request too large"),
             Self::UnsupportedMediaType(_) => ("unsupported-media-type", "Unsupported media type"),
+            Self::RequestTimeout(_) => ("request-timeout", "Request timeout"),
             Self::Unavailable { .. } => ("unavailable", "Service unavailable"),
             Self::DiskFull => ("disk-full", "Insufficient storage"),
             Self::Internal(_) => ("internal", "Internal server error"),
@@ -225,6 +235,34 @@ impl From<IngestError> for ApiError {
                 },
                 _ => Self::Internal(Box::new(IngestError::Commit(source))),
             },
+        }
+    }
+}
+
+/// `Path<T>` whose rejection is a 400 problem document (a 500 when the
+/// route and the handler disagree, a bug).
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(PathRejection::FailedToDeserializePathParams(rejection)) => {
+                Err(ApiError::BadRequest(format!(
+                    "{}; percent-encode path segments as UTF-8",
+                    rejection.body_text()
+                )))
+            }
+            Err(rejection) if rejection.status().is_server_error() => {
+                Err(ApiError::Internal(rejection.body_text().into()))
+            }
+            Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
         }
     }
 }

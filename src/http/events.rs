@@ -2,9 +2,10 @@
 //! and `GET /topics`.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
+use super::error::ApiPath;
 use super::query::{ApiQuery, NoParams};
 use super::{ApiError, AppState, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
 use crate::event::{FieldLimits, Topic};
@@ -116,7 +117,7 @@ fn similar(topic: &str, topics: impl Iterator<Item = String>) -> Vec<String> {
 pub async fn one(
     State(state): State<AppState>,
     ApiQuery(NoParams {}): ApiQuery<NoParams>,
-    Path((topic, event_id)): Path<(String, String)>,
+    ApiPath((topic, event_id)): ApiPath<(String, String)>,
 ) -> Result<Json<StoredEvent>, ApiError> {
     let not_found = ApiError::NotFound(format!(
         "no event {event_id:?} in topic {topic:?} has been stored"

@@ -48,7 +48,7 @@ pub(super) struct Ingested {
 /// rejected, or an empty OTLP export) is answered without a commit.
 ///
 /// # Errors
-/// 415 for an unknown `Content-Encoding`, 413/400 for the body, the
+/// 415 for an unknown `Content-Encoding`, 413/400/408 for the body, the
 /// decoder's errors, and the queue's (503, 507, ...).
 pub(super) async fn ingest<D>(
     state: &AppState,
@@ -173,8 +173,24 @@ async fn read_body(body: Body, headers: &HeaderMap, max: usize) -> Result<Bytes,
             .is_some()
         {
             too_large()
+        } else if caused_by::<tower_http::timeout::TimeoutError>(inner.as_ref()) {
+            ApiError::RequestTimeout(
+                "the request body did not arrive in time (--body-timeout); nothing of this request was stored, send it again".to_owned(),
+            )
         } else {
             ApiError::BadRequest(format!("reading the request body failed: {inner}"))
         }
     })
+}
+
+/// Whether `error`, or an error in its chain of sources, is an `E`.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error.is::<E>() {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }

@@ -16,12 +16,14 @@ mod dashboard;
 mod error;
 mod events;
 mod ingest;
+mod listener;
 mod loki;
 mod otlp;
 mod publish;
 mod query;
 mod stats;
 mod subscribe;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,6 +43,7 @@ use tower_http::trace::TraceLayer;
 
 pub use error::{ApiError, InternalError};
 pub use events::ListParams;
+pub use listener::{ConnectionLimits, serve};
 pub use subscribe::{SubscribeLimits, SubscribeParams};
 
 use self::auth::{Access, Scope};

@@ -5,9 +5,10 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 
+use super::error::ApiPath;
 use super::ingest::{BodyCodec, body_format, ingest};
 use super::query::{ApiQuery, NoParams};
 use super::{ApiError, AppState};
@@ -56,7 +57,7 @@ pub const SOURCE_HEADER: &str = "x-logagg-source";
 /// Answers with the same receipt as `/publish`, after the commit.
 pub async fn publish_raw(
     State(state): State<AppState>,
-    Path(topic): Path<String>,
+    ApiPath(topic): ApiPath<String>,
     ApiQuery(query): ApiQuery<RawQuery>,
     headers: HeaderMap,
     body: Body,

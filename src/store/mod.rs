@@ -38,6 +38,7 @@
 //! (`PostgresStore`).
 
 mod keydir;
+mod lock;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod sqlite;
@@ -290,6 +291,12 @@ pub enum StoreError {
         data_dir = .data_dir.display()
     )]
     NeedsMigration { data_dir: PathBuf, found: i64 },
+    /// Another process has the embedded store's data directory open.
+    #[error(
+        "the data directory is in use by another logagg ({holder}, holding the lock {lock}); stop it first, or give this one another --data-dir",
+        lock = .lock.display()
+    )]
+    Locked { lock: PathBuf, holder: String },
     #[error("disk is full")]
     DiskFull,
     /// The store cannot be reached right now (a database server that is

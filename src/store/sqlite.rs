@@ -36,6 +36,10 @@
 //! A thread of its own writes a snapshot of the keydir every
 //! [`SqliteOptions::snapshot_keys`] new keys while commits go on.
 //!
+//! An open store holds its data directory's lock (`logagg.lock`, see
+//! `store::lock`), so a second server or a migration on the same directory
+//! refuses to start instead of sharing the files.
+//!
 //! Every call runs on tokio's blocking pool. Reads are bounded by
 //! [`READERS_MAX`] permits, one per read connection: a read that finds them
 //! all busy waits for one, rather than opening connection after connection.
@@ -51,6 +55,7 @@ use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
 use super::keydir::{self, KEYS_MAX, KeyDir, KeyHasher, SEQ_MAX, SnapshotHeader};
+use super::lock::DataDirLock;
 use super::{
     Commit, CommitTime, Counters, EventQuery, Outcome, Store, StoreError, StoreStats, StoredEvent,
     SyncMode, TopicSummary,
@@ -186,6 +191,10 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     /// One permit per read connection.
     read_slots: Arc<Semaphore>,
+    /// The data directory's lock, held for the store's life. Last, so that
+    /// it is released only after every connection has closed and the
+    /// snapshot thread has been joined.
+    _lock: DataDirLock,
 }
 
 /// The write connection and what it knows of the committed state.
@@ -207,7 +216,8 @@ impl SqliteStore {
     /// blocking pool.
     ///
     /// # Errors
-    /// When the directory or database cannot be created or opened, holds a
+    /// When the directory or database cannot be created or opened, is in use
+    /// by another process ([`StoreError::Locked`]), holds a
     /// newer schema than this build knows or an older one that needs
     /// `logagg migrate`, or its keys disagree with its counters.
     pub fn open(data_dir: &Path, options: &SqliteOptions) -> Result<Self, StoreError> {
@@ -221,6 +231,7 @@ impl SqliteStore {
             source,
         };
         std::fs::create_dir_all(data_dir).map_err(|e| open_error(e.into()))?;
+        let lock = DataDirLock::acquire(data_dir)?;
         let conn = Connection::open(&path).map_err(|e| open_error(e.into()))?;
         configure_writer(&conn, options.sync).map_err(|e| open_error(e.into()))?;
         prepare_schema(&conn, data_dir)?;
@@ -247,6 +258,7 @@ impl SqliteStore {
                 snapshot: Mutex::new(None),
                 readers: Mutex::new(Vec::new()),
                 read_slots: Arc::new(Semaphore::new(READERS_MAX)),
+                _lock: lock,
             }),
         };
         {
@@ -477,7 +489,8 @@ impl SqliteStore {
     /// space for a second copy. Blocking.
     ///
     /// # Errors
-    /// When there is no store, it is in use, its schema is unknown, or an
+    /// When there is no store, it is in use (its data directory locked by a
+    /// server, see [`StoreError::Locked`]), its schema is unknown, or an
     /// I/O or database error stops the copy (the old database is then
     /// unchanged).
     pub fn migrate(data_dir: &Path) -> Result<Migration, StoreError> {
@@ -489,6 +502,7 @@ impl SqliteStore {
         if !path.exists() {
             return Err(fail("there is no store here".into()));
         }
+        let _lock = DataDirLock::acquire(data_dir)?;
         let version = release_old(&path).map_err(fail)?;
         if version == SCHEMA_VERSION {
             return Ok(Migration {

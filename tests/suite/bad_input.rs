@@ -5,6 +5,7 @@
 use std::num::NonZeroUsize;
 
 use crate::common::{Counters, TestApp, gzip};
+use futures_util::StreamExt;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -545,6 +546,20 @@ fn body_cases() -> Vec<Case> {
             "not-found",
         ),
         Case::request(
+            "a path segment that is not UTF-8",
+            Method::GET,
+            "/events/%ff/x",
+            400,
+            "bad-request",
+        ),
+        Case::request(
+            "a raw publish topic that is not UTF-8",
+            Method::POST,
+            "/publish/a%ff%fe",
+            400,
+            "bad-request",
+        ),
+        Case::request(
             "wrong method GET /publish",
             Method::GET,
             "/publish",
@@ -828,4 +843,111 @@ async fn ndjson_sent_as_json_gets_a_hint_to_use_x_ndjson() {
             .contains("NDJSON"),
         "{problem}"
     );
+}
+
+/// Requests hyper's parser rejects before the router sees them (issue 11,
+/// defect 3): each still gets a problem document, then the connection
+/// closes.
+#[tokio::test]
+async fn requests_the_http_parser_rejects_get_problem_documents() {
+    use crate::connections::{problem, read_response, read_to_close};
+    use tokio::io::AsyncWriteExt;
+
+    let app = TestApp::spawn().await;
+    let long_target = format!("/events?topic={}", "a".repeat(70_000));
+    let many_headers: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (
+            "an unescaped > in the query, as curl sends auth.>",
+            "GET /subscribe?topic=auth.>&from=0 HTTP/1.1\r\nhost: x\r\n\r\n".to_owned(),
+            400,
+            "bad-request",
+        ),
+        (
+            "a quote in the query",
+            "GET /events?topic=\"a\" HTTP/1.1\r\nhost: x\r\n\r\n".to_owned(),
+            400,
+            "bad-request",
+        ),
+        (
+            "a space in the target",
+            "GET /events?topic=a b HTTP/1.1\r\nhost: x\r\n\r\n".to_owned(),
+            400,
+            "bad-request",
+        ),
+        (
+            "a Content-Length that is not a number",
+            "POST /publish HTTP/1.1\r\nhost: x\r\ncontent-length: ten\r\n\r\n".to_owned(),
+            400,
+            "bad-request",
+        ),
+        (
+            "two different Content-Lengths",
+            "POST /publish HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n{"
+                .to_owned(),
+            400,
+            "bad-request",
+        ),
+        (
+            "more headers than the parser takes",
+            format!("GET /health HTTP/1.1\r\nhost: x\r\n{many_headers}\r\n"),
+            431,
+            "headers-too-large",
+        ),
+        (
+            "a target over the parser's limit",
+            format!("GET {long_target} HTTP/1.1\r\nhost: x\r\n\r\n"),
+            414,
+            "uri-too-long",
+        ),
+    ];
+    for (name, request, status, slug) in cases {
+        let mut stream = tokio::net::TcpStream::connect(app.addr)
+            .await
+            .expect("connecting");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: sending: {e}"));
+        let (got, head, body) = read_response(&mut stream).await;
+        assert_eq!(got, status, "{name}: {head}");
+        let problem = problem(&head, &body);
+        assert_eq!(
+            problem["type"],
+            format!("urn:logagg:problem:{slug}"),
+            "{name}"
+        );
+        assert_eq!(problem["status"], status, "{name}");
+        read_to_close(&mut stream).await;
+    }
+    let (status, _) = app.api.get("/health").await;
+    assert_eq!(status, 200);
+}
+
+/// The README's subscribe example works as written: `>` sent as `%3E`.
+#[tokio::test]
+async fn a_pattern_with_an_escaped_greater_than_sign_subscribes() {
+    let app = TestApp::spawn().await;
+    app.api
+        .publish_ok(&crate::common::event("auth.login", "e-1"))
+        .await;
+    let response = app
+        .api
+        .http
+        .get(app.api.url("/subscribe?topic=auth.%3E&from=0"))
+        .timeout(std::time::Duration::from_secs(3600))
+        .send()
+        .await
+        .expect("GET /subscribe");
+    assert_eq!(response.status(), 200);
+    let mut body = Box::pin(response.bytes_stream());
+    let mut received = String::new();
+    while !received.contains("\"event_id\":\"e-1\"") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), body.next())
+            .await
+            .expect("the stored event in time")
+            .expect("the stream is open")
+            .expect("reading the stream");
+        received.push_str(&String::from_utf8_lossy(&chunk));
+    }
 }

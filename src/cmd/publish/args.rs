@@ -10,6 +10,7 @@ use clap::{ArgGroup, Args};
 
 use super::generate::{self, IdKind};
 use crate::cmd::client::{BaseUrl, TokenArgs};
+use crate::cmd::tls::TlsArgs;
 use crate::config::parse_duration;
 
 /// The slowest `--rate`: one event every 1000 seconds.
@@ -118,6 +119,9 @@ pub struct PublishArgs {
     /// The token needs the publish scope (and read, for --verify).
     #[command(flatten)]
     pub auth: TokenArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {

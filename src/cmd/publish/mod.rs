@@ -74,6 +74,7 @@ pub async fn run(args: PublishArgs) -> anyhow::Result<()> {
     let sender = Arc::new(Sender::new(
         &args.url,
         args.auth.headers()?,
+        &args.tls,
         policy,
         args.concurrency.get(),
         seed ^ 0x6a69_7474_6572, // a jitter stream apart from the load's

@@ -14,7 +14,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
@@ -25,6 +24,7 @@ use tokio::time::Instant;
 use super::source::Request;
 use crate::api::{Problem, Receipt};
 use crate::cmd::client::{self, BaseUrl};
+use crate::cmd::tls::{TlsArgs, untrusted_certificate};
 
 /// The longest `Retry-After` honoured; a server asking for more is waited
 /// on for this long (the attempt count still bounds the run).
@@ -174,26 +174,27 @@ impl Sender {
     /// request.
     ///
     /// # Errors
-    /// When the client cannot be built.
+    /// When the client cannot be built (or `--ca-cert` read).
     pub(crate) fn new(
         base: &BaseUrl,
         headers: HeaderMap,
+        tls: &TlsArgs,
         policy: RetryPolicy,
         connections: usize,
         jitter_seed: u64,
     ) -> anyhow::Result<Self> {
         let publish_url = base.endpoint("/publish");
         let sent_token = !headers.is_empty();
-        let client = reqwest::Client::builder()
-            .default_headers(headers)
-            .timeout(policy.timeout)
-            .pool_max_idle_per_host(connections)
-            // A redirect would turn the POST into something else; say so.
-            .redirect(reqwest::redirect::Policy::none())
-            .tcp_nodelay(true)
-            .user_agent(concat!("logagg-publish/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .context("building the HTTP client")?;
+        let client = tls.client(base, |builder| {
+            builder
+                .default_headers(headers.clone())
+                .timeout(policy.timeout)
+                .pool_max_idle_per_host(connections)
+                // A redirect would turn the POST into something else; say so.
+                .redirect(reqwest::redirect::Policy::none())
+                .tcp_nodelay(true)
+                .user_agent(concat!("logagg-publish/", env!("CARGO_PKG_VERSION")))
+        })?;
         Ok(Self {
             client,
             publish_url,
@@ -264,6 +265,10 @@ impl Sender {
         let response = match sent {
             Ok(response) => response,
             Err(error) => {
+                if let Some(untrusted) = untrusted_certificate(&error) {
+                    // Retrying cannot make a certificate trusted.
+                    return Attempt::Failed(Failure::GaveUp { last: untrusted });
+                }
                 return Attempt::Retry {
                     reason: self.transport_error(&error),
                     retry_after: None,
