@@ -24,6 +24,7 @@ use crate::config::ServeConfig;
 use crate::http::{self, AppState};
 use crate::ingest::{Ingest, consumer};
 use crate::metrics::Metrics;
+use crate::retention;
 use crate::store::{self, StoreError};
 use crate::tail::{self, Tail, TailLimits};
 
@@ -66,6 +67,8 @@ pub struct Server {
     consumer: JoinHandle<()>,
     /// Announces other replicas' commits to the tail, for a shared store.
     catch_up: Option<JoinHandle<()>>,
+    /// Expires old events, when retention is configured.
+    retention: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -114,11 +117,18 @@ impl Server {
                 state.shutdown.clone(),
             ))
         });
+        let retention = retention::spawn(
+            Arc::clone(&state.store),
+            config.retention(),
+            config.expire_interval,
+            state.shutdown.clone(),
+        );
         Ok(Self {
             listener,
             state,
             consumer,
             catch_up,
+            retention,
         })
     }
 
@@ -144,6 +154,7 @@ impl Server {
             state,
             consumer,
             catch_up,
+            retention,
         } = self;
         let token = state.shutdown.clone();
         let app = http::router(state);
@@ -185,6 +196,13 @@ impl Server {
             && join_error.is_panic()
         {
             anyhow::bail!("the task announcing other replicas' commits panicked");
+        }
+        // It stops on the shutdown token too, between two transactions.
+        if let Some(retention) = retention
+            && let Err(join_error) = retention.await
+            && join_error.is_panic()
+        {
+            anyhow::bail!("the retention task panicked");
         }
         tracing::info!("shutdown complete");
         Ok(())

@@ -52,6 +52,12 @@ pub struct Page {
     /// The `after` of the next page when this one came back full; `null`
     /// when there was nothing more to read (poll again with the last `seq`).
     next_after: Option<u64>,
+    /// Present when events after the cursor (of the topic asked for, or of
+    /// any topic) were deleted by retention: the newest `seq` deleted. The
+    /// page holds what is still stored; the reader has skipped the expired
+    /// events between `after` and this `seq`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expired_through: Option<u64>,
 }
 
 pub async fn list(
@@ -59,12 +65,18 @@ pub async fn list(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<Page>, ApiError> {
     let query = params.into_query(&state.limits.decode.fields)?;
-    let limit = query.limit;
+    let (limit, after, topic) = (query.limit, query.after, query.topic.clone());
     let events = state.store.events(query).await?;
+    // After the page (see `Store::expired_through`).
+    let expired_through = state.store.expired_through(topic.as_deref()).await?;
     let next_after = (events.len() == limit)
         .then(|| events.last().map(|e| e.seq))
         .flatten();
-    Ok(Json(Page { events, next_after }))
+    Ok(Json(Page {
+        events,
+        next_after,
+        expired_through: (expired_through > after).then_some(expired_through),
+    }))
 }
 
 pub async fn one(

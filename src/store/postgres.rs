@@ -83,6 +83,10 @@ use super::{
     TopicSummary,
 };
 use crate::event::Event;
+use crate::retention::{ExpireReport, RetentionPolicy};
+
+/// Why retention is refused with this store.
+pub const RETENTION_UNSUPPORTED: &str = "retention (--retain-for, --retain, --dedup-horizon) is not yet supported with a PostgreSQL store; keep everything (the default) or use the embedded store";
 
 /// The schema this build writes, kept in `logagg_schema`.
 const SCHEMA_VERSION: i32 = 1;
@@ -536,6 +540,7 @@ impl Store for PostgresStore {
                     topic: row.try_get(0)?,
                     events: count(row, 1)?,
                     last_seq: count(row, 2)?,
+                    expired_through: 0,
                 })
             })
             .collect::<Result<_, tokio_postgres::Error>>()
@@ -550,6 +555,21 @@ impl Store for PostgresStore {
             .await
             .map_err(store_error)?;
         read_stats(&row).map_err(store_error)
+    }
+
+    async fn expired_through(&self, _topic: Option<&str>) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
+    /// Not yet: `serve` refuses retention flags with this store at startup,
+    /// so this is never reached from there.
+    async fn expire(
+        &self,
+        _policy: &RetentionPolicy,
+        _now: CommitTime,
+        _budget: usize,
+    ) -> Result<ExpireReport, StoreError> {
+        Err(StoreError::Unsupported(RETENTION_UNSUPPORTED.to_owned()))
     }
 
     async fn last_seq(&self) -> Result<u64, StoreError> {
@@ -881,17 +901,22 @@ fn read_stats(row: &Row) -> Result<StoreStats, tokio_postgres::Error> {
             topic,
             events: from_sql(events),
             last_seq: from_sql(last_seq),
+            expired_through: 0,
         })
         .collect();
+    let counters = Counters {
+        received: count(row, 0)?,
+        unique_processed: count(row, 1)?,
+        duplicate_dropped: count(row, 2)?,
+        conflicts: count(row, 3)?,
+    };
     Ok(StoreStats {
-        counters: Counters {
-            received: count(row, 0)?,
-            unique_processed: count(row, 1)?,
-            duplicate_dropped: count(row, 2)?,
-            conflicts: count(row, 3)?,
-        },
+        counters,
         topics,
         last_seq: count(row, 4)?,
+        // Nothing expires here yet (see `expire`).
+        stored: counters.unique_processed,
+        expired: 0,
     })
 }
 

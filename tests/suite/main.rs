@@ -19,5 +19,6 @@ mod publisher;
 mod reads;
 #[cfg(feature = "postgres")]
 mod replicas;
+mod retention;
 mod store_contract;
 mod subscribe;
