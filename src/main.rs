@@ -42,6 +42,9 @@ enum Command {
     /// Convert a data directory from an older build to this build's store
     /// schema (with the server stopped).
     Migrate(cmd::migrate::MigrateArgs),
+    /// Copy the embedded store into a new directory while the server runs
+    /// (a consistent snapshot that `serve --data-dir DEST` starts from).
+    Backup(cmd::backup::BackupArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,7 +54,7 @@ fn main() -> ExitCode {
     // subscribers on one machine the idle worker threads add up.
     let runtime = match cli.command {
         Command::Serve(_) | Command::Publish(_) => tokio::runtime::Runtime::new(),
-        Command::Subscribe(_) | Command::Health(_) | Command::Migrate(_) => {
+        Command::Subscribe(_) | Command::Health(_) | Command::Migrate(_) | Command::Backup(_) => {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
             Command::Subscribe(args) => cmd::subscribe::run(args).await,
             Command::Health(args) => cmd::health::run(args).await,
             Command::Migrate(args) => cmd::migrate::run(args).await,
+            Command::Backup(args) => cmd::backup::run(args).await,
         }
     });
     match result {

@@ -2,6 +2,7 @@
 //! what they share: [`client`] for the commands that talk to a server, and
 //! `ShutdownSignal`.
 
+pub mod backup;
 pub mod client;
 pub mod health;
 pub mod migrate;

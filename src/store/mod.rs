@@ -62,7 +62,7 @@ use crate::retention::{ExpireReport, RetentionPolicy};
 
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, PostgresUrl, RETENTION_UNSUPPORTED};
-pub use sqlite::{SNAPSHOT_KEYS_DEFAULT, SqliteOptions, SqliteStore};
+pub use sqlite::{Backup, SNAPSHOT_KEYS_DEFAULT, SqliteOptions, SqliteStore};
 
 /// Which store `serve` uses (`--store`).
 #[derive(Debug, Clone)]

@@ -606,6 +606,110 @@ impl SqliteStore {
     }
 }
 
+/// What [`SqliteStore::backup`] made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    /// The database file written.
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// Events in it, and the newest `seq` ever committed before it began.
+    pub stored: u64,
+    pub last_seq: u64,
+}
+
+impl SqliteStore {
+    /// Copies the store in `data_dir` into `dest_dir` (created; it must be
+    /// empty or absent), while a server may go on writing to it: one read
+    /// transaction of SQLite's `VACUUM INTO` on a connection of its own,
+    /// opened read-only, so the copy holds exactly the commits made before
+    /// it began, and every one of them. Takes no lock of the server's.
+    /// The copy is written under a temporary name, fsynced, checked with
+    /// `PRAGMA integrity_check`, then renamed into place; `logagg serve
+    /// --data-dir DEST` opens it (rebuilding its dedup index from the
+    /// stored keys). Blocking.
+    ///
+    /// # Errors
+    /// When there is no store, `dest_dir` holds anything, or reading,
+    /// writing or checking the copy fails (nothing is left in `dest_dir`
+    /// under the final name then).
+    pub fn backup(data_dir: &Path, dest_dir: &Path) -> Result<Backup, StoreError> {
+        let source = data_dir.join(DB_FILE);
+        let fail = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+            path: data_dir.join(DB_FILE),
+            source,
+        };
+        if !source.exists() {
+            return Err(fail("there is no store here (check --data-dir)".into()));
+        }
+        match std::fs::read_dir(dest_dir) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(fail(
+                        format!(
+                            "{} is not empty; back up into a new or empty directory",
+                            dest_dir.display()
+                        )
+                        .into(),
+                    ));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dest_dir).map_err(|e| fail(e.into()))?;
+            }
+            Err(e) => return Err(fail(e.into())),
+        }
+        let temporary = dest_dir.join(format!("{DB_FILE}.partial"));
+        let path = dest_dir.join(DB_FILE);
+        let copy = || -> Result<(u64, u64), Box<dyn std::error::Error + Send + Sync>> {
+            let conn = Connection::open_with_flags(
+                &source,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            let version = user_version(&conn)?;
+            if version != SCHEMA_VERSION {
+                return Err(format!(
+                    "the store has schema version {version}; this build backs up version {SCHEMA_VERSION} (start it with this build's `logagg serve` once first)"
+                )
+                .into());
+            }
+            conn.execute("VACUUM INTO ?1", [temporary.to_string_lossy()])?;
+            drop(conn);
+            std::fs::File::open(&temporary)?.sync_all()?;
+            let copy = Connection::open(&temporary)?;
+            let check: String = copy.query_row("PRAGMA integrity_check", [], |row| row.get(0))?;
+            if check != "ok" {
+                return Err(format!("the copy fails its integrity check: {check}").into());
+            }
+            let counted = copy.query_row(
+                "SELECT unique_processed - expired, last_seq FROM counters",
+                [],
+                |row| Ok((count(row, 0)?, count(row, 1)?)),
+            )?;
+            Ok(counted)
+        };
+        let (stored, last_seq) = match copy() {
+            Ok(counted) => counted,
+            Err(error) => {
+                let _ = std::fs::remove_file(&temporary);
+                return Err(fail(error));
+            }
+        };
+        std::fs::rename(&temporary, &path).map_err(|e| fail(e.into()))?;
+        std::fs::File::open(dest_dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| fail(e.into()))?;
+        let bytes = std::fs::metadata(&path).map_err(|e| fail(e.into()))?.len();
+        Ok(Backup {
+            path,
+            bytes,
+            stored,
+            last_seq,
+        })
+    }
+}
+
 /// Checks that no one else has the database at `path` open and leaves it
 /// in rollback-journal mode, its WAL merged and gone, so it is one
 /// self-contained file; returns its schema version.
