@@ -36,7 +36,8 @@
 //! - [`config`]: `ServeConfig`, every server setting as a flag with a
 //!   `LOGAGG_*` environment variable.
 //! - [`cmd`]: the subcommands; `cmd::serve` wires everything and owns the
-//!   shutdown sequence.
+//!   shutdown sequence; `cmd::backup` copies a running embedded store and
+//!   `cmd::export` writes stored events as NDJSON that `publish` re-imports.
 
 pub mod api;
 pub mod cmd;

@@ -45,6 +45,9 @@ enum Command {
     /// Copy the embedded store into a new directory while the server runs
     /// (a consistent snapshot that `serve --data-dir DEST` starts from).
     Backup(cmd::backup::BackupArgs),
+    /// Write stored events as NDJSON on stdout, which `logagg publish`
+    /// re-imports (idempotently: a second import stores nothing new).
+    Export(cmd::export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,11 +57,13 @@ fn main() -> ExitCode {
     // subscribers on one machine the idle worker threads add up.
     let runtime = match cli.command {
         Command::Serve(_) | Command::Publish(_) => tokio::runtime::Runtime::new(),
-        Command::Subscribe(_) | Command::Health(_) | Command::Migrate(_) | Command::Backup(_) => {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-        }
+        Command::Subscribe(_)
+        | Command::Health(_)
+        | Command::Migrate(_)
+        | Command::Backup(_)
+        | Command::Export(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
     };
     let runtime = match runtime {
         Ok(runtime) => runtime,
@@ -75,6 +80,7 @@ fn main() -> ExitCode {
             Command::Health(args) => cmd::health::run(args).await,
             Command::Migrate(args) => cmd::migrate::run(args).await,
             Command::Backup(args) => cmd::backup::run(args).await,
+            Command::Export(args) => cmd::export::run(args).await,
         }
     });
     match result {

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod client;
+pub mod export;
 pub mod health;
 pub mod migrate;
 pub mod publish;

@@ -63,12 +63,20 @@ async fn a_backup_under_load_holds_everything_acknowledged_before_it_and_restore
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.contains("integrity check ok"), "{stdout}");
-    assert!(rounds > 40, "the load went on during the backup ({rounds} rounds)");
+    assert!(
+        rounds > 40,
+        "the load went on during the backup ({rounds} rounds)"
+    );
     drop(server);
 
     let restored = ChildServer::start(&dest).await;
-    let stored: BTreeSet<(String, String)> =
-        restored.api.all_events(None).await.iter().map(key).collect();
+    let stored: BTreeSet<(String, String)> = restored
+        .api
+        .all_events(None)
+        .await
+        .iter()
+        .map(key)
+        .collect();
     let missing: Vec<_> = before.difference(&stored).take(5).collect();
     assert!(
         missing.is_empty(),
@@ -76,7 +84,11 @@ async fn a_backup_under_load_holds_everything_acknowledged_before_it_and_restore
         before.difference(&stored).count()
     );
     let stats: Value = restored.api.stats().await;
-    assert_eq!(stats["stored"].as_u64(), Some(stored.len() as u64), "{stats}");
+    assert_eq!(
+        stats["stored"].as_u64(),
+        Some(stored.len() as u64),
+        "{stats}"
+    );
     // Its dedup index was rebuilt from the copy: a retry is a duplicate.
     let receipt = restored
         .api

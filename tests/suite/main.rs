@@ -13,6 +13,7 @@ mod dashboard;
 mod dedup;
 mod disk_full;
 mod durability;
+mod export;
 mod formats;
 #[cfg(feature = "postgres")]
 mod postgres;
