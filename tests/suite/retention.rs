@@ -509,3 +509,25 @@ async fn a_schema_2_store_is_upgraded_in_place_and_keeps_its_events() {
         .expect("user_version");
     assert_eq!(version, 3);
 }
+
+#[tokio::test]
+async fn the_subscribe_command_says_when_it_skipped_expired_events() {
+    let (app, _dir) = server_with_expired_events().await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_logagg"))
+        .args(["subscribe", "t", "--from", "2", "--count", "5", "--url"])
+        .arg(&app.api.base)
+        .env("RUST_LOG", "off")
+        .output()
+        .await
+        .expect("running logagg subscribe");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stdout.lines().count(), 5, "{stdout}");
+    assert!(
+        stderr.contains(r#"expired events after seq 2: {"after":2,"expired_through":10}"#),
+        "{stderr}"
+    );
+}
