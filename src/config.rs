@@ -144,7 +144,7 @@ pub struct ServeConfig {
     )]
     pub loki_topic_labels: Vec<String>,
 
-    // --- Retention (issue 13; docs/architecture.md "Retention") ---
+    // --- Retention (issue 13; docs/architecture.md "Retention and the dedup horizon") ---
     /// How long events are kept, counted from when this server received
     /// them (not their own timestamp): e.g. 7d, 12h, or `forever`. An
     /// expired event's key is still remembered (see --dedup-horizon).

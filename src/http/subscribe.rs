@@ -19,6 +19,7 @@
 //! {"after":C,"expired_through":N}`): the subscriber skipped the expired
 //! events between its cursor and `N`, and goes on with what is stored. It
 //! is sent once per such range, never silently skipped.
+//!
 //! Streams end when shutdown begins, so graceful shutdown never waits on them.
 
 use std::convert::Infallible;
