@@ -7,7 +7,8 @@
 //! It pages `GET /events` in `seq` order (one topic's pages when the
 //! pattern names one topic, else every topic's, filtered here), writing
 //! each page before it asks for the next, so memory stays at one page
-//! whatever the store holds. `--since` and `--until` select by
+//! whatever the store holds; on a terminal, stderr shows a spinner with
+//! the count so far. `--since` and `--until` select by
 //! `received_at`, the server's own clock (as retention does); events the
 //! server had already expired are reported on stderr, never silently
 //! skipped.
@@ -17,6 +18,7 @@ use std::io::Write;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -130,6 +132,12 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     let exact = args.topic.as_ref().and_then(TopicPattern::exact);
     let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     let (mut after, mut written, mut told_expired) = (0_u64, 0_u64, 0_u64);
+    // Hidden unless stderr is a terminal.
+    let progress = ProgressBar::new_spinner();
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} {pos} events exported, {msg}")
+            .expect("the template is valid"),
+    );
     loop {
         let mut query = vec![
             ("after", after.to_string()),
@@ -154,10 +162,12 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
         }
         let page: Page = serde_json::from_slice(&body).context("reading a page of events")?;
         if let Some(expired) = page.expired_through.filter(|&e| e > told_expired) {
-            eprintln!(
-                "note: events with seq {}..={expired} had expired on the server before this export; they are not in it",
-                after + 1
-            );
+            progress.suspend(|| {
+                eprintln!(
+                    "note: events with seq {}..={expired} had expired on the server before this export; they are not in it",
+                    after + 1
+                );
+            });
             told_expired = expired;
         }
         for stored in &page.events {
@@ -175,11 +185,14 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
             after = stored.seq;
         }
         stdout.flush().context("writing to stdout")?;
+        progress.set_position(written);
+        progress.set_message(format!("through seq {after}"));
         match page.next_after {
             Some(next) => after = next,
             None => break,
         }
     }
+    progress.finish_and_clear();
     eprintln!("exported {written} events (through seq {after})");
     Ok(())
 }
