@@ -178,9 +178,6 @@ pub enum ConfigError {
         "--dedup-horizon ({horizon}) must be at least as long as every retention (--retain-for, --retain), here {retention}: a key must outlive its event"
     )]
     HorizonShorterThanRetention { horizon: Keep, retention: Keep },
-    /// A store that cannot apply retention, given retention flags.
-    #[error("{0}")]
-    RetentionUnsupported(&'static str),
     #[error(
         "--request-events-max ({request}) must not exceed --queue-capacity ({queue}): such a request could never be queued"
     )]
@@ -235,14 +232,6 @@ impl ServeConfig {
                     retention: Keep::For(longest),
                 });
             }
-        }
-        #[cfg(feature = "postgres")]
-        if matches!(self.store, StoreLocation::Postgres(_))
-            && (policy.expires_anything() || policy.dedup_horizon != Keep::Forever)
-        {
-            return Err(ConfigError::RetentionUnsupported(
-                crate::store::RETENTION_UNSUPPORTED,
-            ));
         }
         Ok(())
     }

@@ -61,7 +61,7 @@ use crate::event::Event;
 use crate::retention::{ExpireReport, RetentionPolicy};
 
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresStore, PostgresUrl, RETENTION_UNSUPPORTED};
+pub use postgres::{PostgresStore, PostgresUrl};
 pub use sqlite::{Backup, SNAPSHOT_KEYS_DEFAULT, SqliteOptions, SqliteStore};
 
 /// Which store `serve` uses (`--store`).
@@ -306,9 +306,6 @@ pub enum StoreError {
     /// down or unreachable); worth retrying later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    /// The store cannot do what was asked (yet); the message says what.
-    #[error("{0}")]
-    Unsupported(String),
     #[error("database error")]
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
@@ -365,8 +362,7 @@ pub trait Store: Send + Sync + 'static {
     /// whether more is left to do.
     ///
     /// # Errors
-    /// [`StoreError::Unsupported`] from a store without retention; what is
-    /// not committed stays as it was.
+    /// When the store fails; what is not committed stays as it was.
     async fn expire(
         &self,
         policy: &RetentionPolicy,

@@ -336,6 +336,40 @@ async fn a_server_expires_in_the_background_and_stats_show_it() {
     assert!(stored.iter().all(|e| e["topic"] == "keep.me"), "{stored:?}");
 }
 
+/// The same through a server over PostgreSQL: expiry in the background,
+/// `/stats`, and a retry of an expired event answered as a duplicate.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn a_server_over_postgres_expires_and_keeps_the_dedup_promise() {
+    let test = "a_server_over_postgres_expires_and_keeps_the_dedup_promise";
+    let Some(postgres) = crate::postgres::Postgres::shared(test) else {
+        return;
+    };
+    let database = postgres.database().await;
+    let app = TestApp::spawn_with(|config| {
+        config.store = StoreLocation::parse(&database.url).expect("a URL");
+        config.retain_for = Keep::For(Duration::from_millis(300));
+        config.expire_interval = Duration::from_millis(50);
+    })
+    .await;
+    let batch = padded_batch("t", "e", 20, 10);
+    app.api.publish_ok(&batch).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.api.stats().await["expired"] != 20 {
+        assert!(tokio::time::Instant::now() < deadline, "nothing expired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let receipt = app.api.publish_ok(&batch).await;
+    assert_eq!(receipt["duplicates"], 20, "{receipt}");
+    let stats = app.api.stats().await;
+    assert_eq!(
+        (stats["unique_processed"].as_u64(), stats["stored"].as_u64()),
+        (Some(20), Some(0))
+    );
+    let (_, page) = app.api.get("/events?after=0").await;
+    assert_eq!(page["expired_through"], 20, "{page}");
+}
+
 #[test]
 fn bad_retention_flags_are_refused_with_one_line_naming_the_flag() {
     for (args, says) in [
@@ -346,16 +380,6 @@ fn bad_retention_flags_are_refused_with_one_line_naming_the_flag() {
         (
             &["--dedup-horizon", "1d", "--retain-for", "7d"][..],
             "--dedup-horizon",
-        ),
-        #[cfg(feature = "postgres")]
-        (
-            &[
-                "--store",
-                "postgres://u@127.0.0.1:1/db",
-                "--retain-for",
-                "7d",
-            ][..],
-            "not yet supported with a PostgreSQL store",
         ),
     ] {
         let dir = tempfile::tempdir().expect("temp dir");
