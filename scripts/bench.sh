@@ -16,7 +16,11 @@
 # default set; they need the PostgreSQL server binaries: LOGAGG_PG_BIN, or
 # initdb on the PATH, or Debian's /usr/lib/postgresql/*/bin;
 # PG_BATCH_EVENTS and PG_SINGLE_EVENTS shrink them for a quick look), and
-# the store matrix: matrix-fresh, matrix-single and matrix-big.
+# the store matrix: matrix-fresh, matrix-single and matrix-big, and
+# retention (not in the default set; ~3 minutes): publish latency while
+# expiry purges a filled store (PURGE_EVENTS, default 300,000), beside the
+# same load with nothing to purge, and the store's size on disk under a
+# steady load with --retain-for 20s --dedup-horizon 40s.
 #
 # The matrix scenarios run each load against this build's server and, when
 # BASELINE names another logagg binary (or BASELINE_REV a git revision, built
@@ -684,6 +688,44 @@ scenario_matrix-big() {
     rm -rf "$dir"
   done
   SERVER_BIN=$BIN
+}
+
+# latency_during_purge NAME SERVE_FLAGS: fills a store with PURGE_EVENTS
+# events, waits until they are 20 s old, then measures single-event publish
+# latency at 2,000/s for 15 s; with --retain-for 20s the fill expires
+# (1,000 rows per transaction) during exactly that window.
+latency_during_purge() {
+  local name=$1 serve_flags=$2 events=${PURGE_EVENTS:-300000} out t0 expired
+  # shellcheck disable=SC2086 # flags are word lists on purpose
+  start_server "$(fresh_dir)" $serve_flags --expire-interval 1s
+  t0=$(date +%s)
+  publish --generate "$events" --batch-size 1000 --concurrency 4 --ids uuid4 --topics 8 --payload-bytes 100 >/dev/null
+  while [ $(($(date +%s) - t0)) -lt 19 ]; do sleep 0.2; done
+  out=$(publish --generate 30000 --rate 2000 --batch-size 1 --concurrency 64 --ids uuid4 --topics 8 --payload-bytes 100)
+  expired=$(field "$(curl -s "$URL/stats")" expired)
+  stop_server
+  printf '%-19s p50 %6s ms  p99 %6s ms  max %7s ms  (2,000 events/s for 15 s; %s of %s filled events expired meanwhile)\n' \
+    "$name" "$(field "$out" latency_ms.p50)" "$(field "$out" latency_ms.p99)" "$(field "$out" latency_ms.max)" "$expired" "$events"
+}
+
+scenario_retention() {
+  latency_during_purge purge-none "--retain-for forever"
+  latency_during_purge purge-running "--retain-for 20s"
+  # Steady state: 2,000 events/s of ~1 KiB, kept 20 s, keys 40 s: the
+  # store's size on disk every 15 s for 150 s.
+  local dir sizes=() i
+  dir=$(fresh_dir)
+  start_server "$dir" --retain-for 20s --dedup-horizon 40s --expire-interval 1s
+  publish --generate 300000 --rate 2000 --batch-size 10 --concurrency 8 --ids uuid4 --topics 8 --payload-bytes 1000 >/dev/null &
+  local load=$!
+  for i in $(seq 1 10); do
+    sleep 15
+    sizes+=("$(du -sm "$dir" | cut -f1)")
+  done
+  wait "$load"
+  printf '%-19s MiB on disk every 15 s: %s  (%s stored, %s expired)\n' steady-size "${sizes[*]}" \
+    "$(field "$(curl -s "$URL/stats")" stored)" "$(field "$(curl -s "$URL/stats")" expired)"
+  stop_server
 }
 
 echo "logagg bench $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores, $(git rev-parse --short HEAD 2>/dev/null || echo '?')"

@@ -108,8 +108,18 @@ impl Problem {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicSummary {
     pub topic: String,
+    /// Events stored now (expired ones are not counted).
     pub events: u64,
     pub last_seq: u64,
+    /// The newest `seq` of this topic that retention has deleted; absent
+    /// (0) while none has expired. Every event of the topic up to it is
+    /// gone, every one after it is stored.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub expired_through: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// The body of `GET /stats`.
@@ -122,6 +132,14 @@ pub struct Stats {
     /// The `seq` of the newest stored event, from the same snapshot as the
     /// counters.
     pub last_seq: u64,
+    /// Events stored now: `unique_processed` less `expired` (from the same
+    /// snapshot).
+    #[serde(default)]
+    pub stored: u64,
+    /// Events deleted by retention so far; `unique_processed` does not go
+    /// down when events expire.
+    #[serde(default)]
+    pub expired: u64,
     pub uptime_seconds: u64,
     pub queue_depth_events: u64,
     pub queue_capacity_events: u64,

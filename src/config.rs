@@ -23,6 +23,7 @@ use crate::http::cors::{CorsOrigins, parse_origin};
 use crate::http::{ConnectionLimits, Limits, SubscribeLimits};
 use crate::ingest::QueueConfig;
 use crate::ingest::batch::BatchPolicy;
+use crate::retention::{Keep, RetainRule, RetentionPolicy};
 use crate::store::{SNAPSHOT_KEYS_DEFAULT, SqliteOptions, StoreConfig, StoreLocation, SyncMode};
 
 /// serde_json refuses to parse deeper than 128 levels; our own limit must
@@ -200,11 +201,41 @@ pub struct ServeConfig {
     /// PEM file of the private key of --tls-cert.
     #[arg(long, env = "LOGAGG_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+
+    // --- Retention (issue 13; docs/architecture.md "Retention and the dedup horizon") ---
+    /// How long events are kept, counted from when this server received
+    /// them (not their own timestamp): e.g. 7d, 12h, or `forever`. An
+    /// expired event's key is still remembered (see --dedup-horizon).
+    #[arg(long, env = "LOGAGG_RETAIN_FOR", default_value = "forever", value_parser = Keep::parse)]
+    pub retain_for: Keep,
+
+    /// Retention of the topics a pattern matches, as PATTERN=DURATION
+    /// (e.g. 'audit.>=365d', 'debug.*=1d', 'keep.>=forever'); repeatable,
+    /// the first matching pattern wins, else --retain-for. Patterns as
+    /// /subscribe has them. (LOGAGG_RETAIN holds one.)
+    #[arg(long = "retain", env = "LOGAGG_RETAIN", value_parser = RetainRule::parse)]
+    pub retain: Vec<RetainRule>,
+
+    /// How long after it was received an expired event's key is still
+    /// remembered, so that a retry of it is a duplicate: `forever` (the
+    /// default), or a duration at least as long as every retention. A retry
+    /// received after that is stored again, as a new event.
+    #[arg(long, env = "LOGAGG_DEDUP_HORIZON", default_value = "forever", value_parser = Keep::parse)]
+    pub dedup_horizon: Keep,
+
+    /// How often expiry looks for expired events (e.g. 30s).
+    #[arg(long, env = "LOGAGG_EXPIRE_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
+    pub expire_interval: Duration,
+    // --- end of retention ---
 }
 
 /// Settings that are each valid but do not fit together.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
+    #[error(
+        "--dedup-horizon ({horizon}) must be at least as long as every retention (--retain-for, --retain), here {retention}: a key must outlive its event"
+    )]
+    HorizonShorterThanRetention { horizon: Keep, retention: Keep },
     #[error(
         "--request-events-max ({request}) must not exceed --queue-capacity ({queue}): such a request could never be queued"
     )]
@@ -250,7 +281,33 @@ impl ServeConfig {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::TlsHalfConfigured);
         }
+        self.validate_retention()
+    }
+
+    fn validate_retention(&self) -> Result<(), ConfigError> {
+        let policy = self.retention();
+        if let Keep::For(horizon) = policy.dedup_horizon {
+            let longest = std::iter::once(policy.default)
+                .chain(policy.rules.iter().map(|rule| rule.keep))
+                .filter_map(Keep::duration)
+                .max();
+            if let Some(longest) = longest.filter(|&longest| longest > horizon) {
+                return Err(ConfigError::HorizonShorterThanRetention {
+                    horizon: policy.dedup_horizon,
+                    retention: Keep::For(longest),
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// What `--retain-for`, `--retain` and `--dedup-horizon` say.
+    pub fn retention(&self) -> RetentionPolicy {
+        RetentionPolicy {
+            rules: self.retain.clone(),
+            default: self.retain_for,
+            dedup_horizon: self.dedup_horizon,
+        }
     }
 
     pub fn limits(&self) -> Limits {

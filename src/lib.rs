@@ -32,11 +32,15 @@
 //!   `postgres`, on by default), which several replicas share, dedups by
 //!   its unique constraint on `(topic, event_id)`. Counters are committed
 //!   with the events.
+//! - [`retention`]: how long events are kept (by age of receipt, per topic
+//!   pattern) and the background task that expires them in small
+//!   transactions, keeping each expired event's key for the dedup horizon.
 //! - [`metrics`]: Prometheus metrics, one struct per server.
 //! - [`config`]: `ServeConfig`, every server setting as a flag with a
 //!   `LOGAGG_*` environment variable.
 //! - [`cmd`]: the subcommands; `cmd::serve` wires everything and owns the
-//!   shutdown sequence.
+//!   shutdown sequence; `cmd::backup` copies a running embedded store and
+//!   `cmd::export` writes stored events as NDJSON that `publish` re-imports.
 
 pub mod api;
 pub mod cmd;
@@ -46,5 +50,6 @@ pub mod event;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod retention;
 pub mod store;
 pub mod tail;

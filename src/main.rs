@@ -50,6 +50,12 @@ enum Command {
     /// Convert a data directory from an older build to this build's store
     /// schema (with the server stopped).
     Migrate(cmd::migrate::MigrateArgs),
+    /// Copy the embedded store into a new directory while the server runs
+    /// (a consistent snapshot that `serve --data-dir DEST` starts from).
+    Backup(cmd::backup::BackupArgs),
+    /// Write stored events as NDJSON on stdout, which `logagg publish`
+    /// re-imports (idempotently: a second import stores nothing new).
+    Export(cmd::export::ExportArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,7 +83,9 @@ fn main() -> ExitCode {
         | Command::Migrate(_)
         | Command::Events(_)
         | Command::Topics(_)
-        | Command::Stats(_) => tokio::runtime::Builder::new_current_thread()
+        | Command::Stats(_)
+        | Command::Backup(_)
+        | Command::Export(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
     };
@@ -98,6 +106,8 @@ fn main() -> ExitCode {
             Command::Events(args) => cmd::events::run(args).await,
             Command::Topics(args) => cmd::topics::run(args).await,
             Command::Stats(args) => cmd::stats::run(args).await,
+            Command::Backup(args) => cmd::backup::run(args).await,
+            Command::Export(args) => cmd::export::run(args).await,
         }
     });
     match result {

@@ -3,8 +3,10 @@
 //! [`read`] for the reading commands (`events`, `topics`, `stats`), and
 //! `ShutdownSignal`.
 
+pub mod backup;
 pub mod client;
 pub mod events;
+pub mod export;
 pub mod health;
 pub mod migrate;
 pub mod publish;

@@ -29,6 +29,7 @@ use crate::config::ServeConfig;
 use crate::http::{self, AppState, ConnectionLimits};
 use crate::ingest::{Ingest, consumer};
 use crate::metrics::Metrics;
+use crate::retention;
 use crate::store::{self, StoreError};
 use crate::tail::{self, Tail, TailLimits};
 
@@ -92,6 +93,8 @@ pub struct Server {
     consumer: JoinHandle<()>,
     /// Announces other replicas' commits to the tail, for a shared store.
     catch_up: Option<JoinHandle<()>>,
+    /// Expires old events, when retention is configured.
+    retention: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -152,6 +155,12 @@ impl Server {
                 state.shutdown.clone(),
             ))
         });
+        let retention = retention::spawn(
+            Arc::clone(&state.store),
+            config.retention(),
+            config.expire_interval,
+            state.shutdown.clone(),
+        );
         Ok(Self {
             listener,
             state,
@@ -160,6 +169,7 @@ impl Server {
             open_files_max,
             consumer,
             catch_up,
+            retention,
         })
     }
 
@@ -188,6 +198,7 @@ impl Server {
             open_files_max: _,
             consumer,
             catch_up,
+            retention,
         } = self;
         let token = state.shutdown.clone();
         let metrics = Arc::clone(&state.metrics);
@@ -223,6 +234,13 @@ impl Server {
             && join_error.is_panic()
         {
             anyhow::bail!("the task announcing other replicas' commits panicked");
+        }
+        // It stops on the shutdown token too, between two transactions.
+        if let Some(retention) = retention
+            && let Err(join_error) = retention.await
+            && join_error.is_panic()
+        {
+            anyhow::bail!("the retention task panicked");
         }
         tracing::info!("shutdown complete");
         Ok(())

@@ -50,7 +50,7 @@ fn render(stats: &Stats) -> String {
         }
     };
     let uptime = humantime::format_duration(Duration::from_secs(stats.uptime_seconds));
-    let rows: [(&str, String, String); 11] = [
+    let rows: [(&str, String, String); 13] = [
         ("received", thousands(counters.received), "events".into()),
         (
             "unique processed",
@@ -61,6 +61,12 @@ fn render(stats: &Stats) -> String {
             "duplicates dropped",
             thousands(counters.duplicate_dropped),
             format!("events {}", share(counters.duplicate_dropped)),
+        ),
+        ("stored now", thousands(stats.stored), "events".into()),
+        (
+            "expired",
+            thousands(stats.expired),
+            "events deleted by retention".into(),
         ),
         (
             "conflicts",
@@ -118,6 +124,8 @@ mod tests {
             },
             topics: vec!["a".into(), "b".into()],
             last_seq: 1_000_000,
+            stored: 900_000,
+            expired: 100_000,
             uptime_seconds: 3_725,
             queue_depth_events: 12,
             queue_capacity_events: 100_000,
@@ -132,8 +140,13 @@ mod tests {
             lines[2],
             "duplicates dropped    200,000  events (16.7% of received)"
         );
-        assert_eq!(lines[6], "queue                      12  of 100,000 events");
-        assert_eq!(lines[9], "uptime               1h 2m 5s");
-        assert_eq!(lines[10], "disk full                  no");
+        assert_eq!(lines[3], "stored now            900,000  events");
+        assert_eq!(
+            lines[4],
+            "expired               100,000  events deleted by retention"
+        );
+        assert_eq!(lines[8], "queue                      12  of 100,000 events");
+        assert_eq!(lines[11], "uptime               1h 2m 5s");
+        assert_eq!(lines[12], "disk full                  no");
     }
 }

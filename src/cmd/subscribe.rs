@@ -247,6 +247,15 @@ impl Subscriber<'_> {
                 .map_err(Failure::Retry)?;
             let mut advanced = false;
             let flow = parser.feed(&chunk, |message| {
+                if message.event == Some("expired") {
+                    // Retention deleted events after the cursor: say so,
+                    // then go on with what is stored.
+                    eprintln!(
+                        "note: the server had already expired events after seq {}: {}",
+                        *cursor, message.data
+                    );
+                    return ControlFlow::Continue(());
+                }
                 let Some(seq) = message.id.and_then(|id| id.parse::<u64>().ok()) else {
                     return ControlFlow::Continue(());
                 };
@@ -317,13 +326,16 @@ fn write_cursor(path: &Path, seq: u64) -> anyhow::Result<()> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct SseMessage<'a> {
     pub id: Option<&'a str>,
+    /// The message's `event:` type, when it has one (the server's
+    /// `expired` notice); events themselves have none.
+    pub event: Option<&'a str>,
     pub data: &'a str,
 }
 
 /// An incremental parser for the `text/event-stream` format: feed it bytes
 /// as they arrive and it hands each completed message to a callback.
-/// Comments (keep-alives) and fields other than `id` and `data` are skipped;
-/// lines end in LF or CRLF.
+/// Comments (keep-alives) and fields other than `id`, `event` and `data`
+/// are skipped; lines end in LF or CRLF.
 ///
 /// It runs once per delivered event in every subscriber, so it neither
 /// allocates per message nor copies a line more than once: lines are found
@@ -343,6 +355,9 @@ pub struct SseParser {
     /// The message's `data:` lines, joined by `\n`.
     data: Vec<u8>,
     has_data: bool,
+    /// The message's `event:` type, reset after each message.
+    event: String,
+    has_event: bool,
 }
 
 impl SseParser {
@@ -398,6 +413,11 @@ impl SseParser {
                 self.data.extend_from_slice(value);
                 self.has_data = true;
             }
+            b"event" => {
+                self.event.clear();
+                self.event.push_str(&String::from_utf8_lossy(value));
+                self.has_event = true;
+            }
             // As in browsers, an id containing NUL is ignored.
             b"id" if !value.contains(&0) => {
                 self.id.clear();
@@ -415,6 +435,7 @@ impl SseParser {
         on_message: &mut impl FnMut(SseMessage<'_>) -> ControlFlow<B>,
     ) -> ControlFlow<B> {
         if !self.has_data {
+            self.has_event = false;
             return ControlFlow::Continue(());
         }
         if std::str::from_utf8(&self.data).is_err() {
@@ -425,10 +446,12 @@ impl SseParser {
         }
         let flow = on_message(SseMessage {
             id: self.has_id.then_some(self.id.as_str()),
+            event: self.has_event.then_some(self.event.as_str()),
             data: std::str::from_utf8(&self.data).unwrap_or_default(),
         });
         self.data.clear();
         self.has_data = false;
+        self.has_event = false;
         flow
     }
 }
@@ -476,6 +499,28 @@ mod tests {
         assert_eq!(
             messages,
             [(None, "\na\nb".into()), (Some("9".into()), "c".into())]
+        );
+    }
+
+    #[test]
+    fn the_event_type_is_kept_for_its_own_message_only() {
+        let mut parser = SseParser::default();
+        let mut seen = Vec::new();
+        let flow: ControlFlow<()> = parser.feed(
+            b"event: expired\ndata: {\"after\":2}\n\nid: 11\ndata: e\n\nevent: x\n\ndata: f\n\n",
+            |message| {
+                seen.push((message.event.map(str::to_owned), message.data.to_owned()));
+                ControlFlow::Continue(())
+            },
+        );
+        assert!(flow.is_continue());
+        assert_eq!(
+            seen,
+            [
+                (Some("expired".to_owned()), r#"{"after":2}"#.to_owned()),
+                (None, "e".to_owned()),
+                (None, "f".to_owned()),
+            ]
         );
     }
 

@@ -73,11 +73,13 @@ mod tests {
                 topic: "auth.login".into(),
                 events: 1_234_567,
                 last_seq: 1_300_000,
+                expired_through: 0,
             },
             TopicSummary {
                 topic: "x".into(),
                 events: 3,
                 last_seq: 12,
+                expired_through: 0,
             },
         ];
         assert_eq!(

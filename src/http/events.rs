@@ -60,6 +60,12 @@ pub struct Page {
     /// For an unknown topic: stored topics with a close name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     similar_topics: Vec<String>,
+    /// Present when events after the cursor (of the topic asked for, or of
+    /// any topic) were deleted by retention: the newest `seq` deleted. The
+    /// page holds what is still stored; the reader has skipped the expired
+    /// events between `after` and this `seq`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expired_through: Option<u64>,
 }
 
 /// Most names `similar_topics` lists.
@@ -70,9 +76,10 @@ pub async fn list(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<Page>, ApiError> {
     let query = params.into_query(&state.limits.decode.fields)?;
-    let limit = query.limit;
-    let topic = query.topic.clone();
+    let (limit, after, topic) = (query.limit, query.after, query.topic.clone());
     let events = state.store.events(query).await?;
+    // After the page (see `Store::expired_through`).
+    let expired_through = state.store.expired_through(topic.as_deref()).await?;
     let next_after = (events.len() == limit)
         .then(|| events.last().map(|e| e.seq))
         .flatten();
@@ -81,6 +88,7 @@ pub async fn list(
         events,
         next_after,
         similar_topics: Vec::new(),
+        expired_through: (expired_through > after).then_some(expired_through),
     };
     // Only an empty page asks whether its topic exists: one read of the
     // topic list (one row per topic, not per event).

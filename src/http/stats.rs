@@ -22,6 +22,8 @@ pub async fn stats(
         counters: stored.counters,
         topics: stored.topics.into_iter().map(|t| t.topic).collect(),
         last_seq: stored.last_seq,
+        stored: stored.stored,
+        expired: stored.expired,
         uptime_seconds: state.started.elapsed().as_secs(),
         queue_depth_events: state.ingest.depth() as u64,
         queue_capacity_events: state.ingest.capacity() as u64,

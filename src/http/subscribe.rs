@@ -12,6 +12,14 @@
 //!
 //! Each SSE message has `id: <seq>` and the event, shaped as in `/events`, in
 //! `data:`. Reconnecting with `Last-Event-ID` resumes right after that `seq`.
+//!
+//! When a page read from the store follows a cursor below the newest `seq`
+//! that retention deleted from a matching topic, the stream first sends an
+//! `expired` message (`event: expired`, no `id:`, `data:
+//! {"after":C,"expired_through":N}`): the subscriber skipped the expired
+//! events between its cursor and `N`, and goes on with what is stored. It
+//! is sent once per such range, never silently skipped.
+//!
 //! Streams end when shutdown begins, so graceful shutdown never waits on them.
 
 use std::convert::Infallible;
@@ -135,6 +143,7 @@ pub async fn subscribe(
         pattern,
         cursor,
         _slot: slot,
+        told_expired: 0,
     };
     let chunks = stream::unfold(subscription, Subscription::next)
         .flat_map(stream::iter)
@@ -184,6 +193,8 @@ struct Subscription {
     _slot: OwnedSemaphorePermit,
     /// Keeps the consumer filling the tail while this stream lives.
     _interest: Interest,
+    /// The newest expired `seq` this stream has already told of.
+    told_expired: u64,
 }
 
 /// Sent on an idle stream so proxies and clients see it is alive.
@@ -197,7 +208,8 @@ impl Subscription {
     async fn next(mut self) -> Option<(Vec<Bytes>, Self)> {
         loop {
             let (chunks, events, full) = self.read().await?;
-            if events > 0 {
+            // An `expired` message is sent even when no event follows it.
+            if events > 0 || chunks.iter().any(|chunk| !chunk.is_empty()) {
                 self.state.metrics.events_delivered.inc_by(events as u64);
                 return Some((chunks, self));
             }
@@ -253,15 +265,51 @@ impl Subscription {
             }
         };
         let full = page.len() == limit;
+        let after = self.cursor;
         if let Some(last) = page.last() {
             self.cursor = last.seq;
         }
         let mut frames = BytesMut::new();
         let mut events = 0;
+        // After the page (see `Store::expired_through`).
+        match self.expired_through().await {
+            Ok(expired) if expired > after.max(self.told_expired) => {
+                frames.extend_from_slice(
+                    format!(
+                        "event: expired\ndata: {{\"after\":{after},\"expired_through\":{expired}}}\n\n"
+                    )
+                    .as_bytes(),
+                );
+                self.told_expired = expired;
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, pattern = %self.pattern, "ending subscriber stream");
+                return None;
+            }
+        }
         for event in page.iter().filter(|e| self.pattern.matches(&e.topic)) {
             write_frame(&mut frames, &event.view());
             events += 1;
         }
         Some((vec![frames.freeze()], events, full))
+    }
+
+    /// The newest `seq` deleted by retention from a topic this stream's
+    /// pattern matches.
+    async fn expired_through(&self) -> Result<u64, crate::store::StoreError> {
+        if let Some(topic) = self.pattern.exact() {
+            return self.state.store.expired_through(Some(topic)).await;
+        }
+        if self.state.store.expired_through(None).await? == 0 {
+            return Ok(0); // Nothing ever expired: no need to list topics.
+        }
+        let topics = self.state.store.topics().await?;
+        Ok(topics
+            .iter()
+            .filter(|t| self.pattern.matches(&t.topic))
+            .map(|t| t.expired_through)
+            .max()
+            .unwrap_or(0))
     }
 }

@@ -174,6 +174,15 @@ impl KeyDir {
         added
     }
 
+    /// Removes the pair (a key forgotten past the dedup horizon); false when
+    /// it is not held.
+    pub(crate) fn remove(&mut self, hash: u64, seq: u64) -> bool {
+        let (shard, tag) = self.place(hash);
+        let removed = self.shards[shard].remove(tag << SEQ_BITS | seq);
+        self.len -= u64::from(removed);
+        removed
+    }
+
     /// Adds many pairs (as [`KeyDir::insert`]), sorted first by where
     /// they go: the table is then walked once in order instead of touched
     /// at random, which is what makes loading millions of keys fast (a
@@ -226,6 +235,51 @@ impl Shard {
                 _ => position = (position + 1) & mask,
             }
         }
+    }
+
+    /// Empties the slot of `entry` and shifts the rest of its probe run
+    /// back over the hole where their home slot allows (no tombstones), so
+    /// every run stays unbroken and lookups still stop at the first empty
+    /// slot.
+    fn remove(&mut self, entry: u64) -> bool {
+        let size = self.slots.len();
+        if size == 0 {
+            return false;
+        }
+        let mask = size - 1;
+        let mut position = home(entry >> SEQ_BITS, size);
+        let mut probed = 0;
+        loop {
+            match self.slots[position] {
+                0 => return false,
+                held if held == entry => break,
+                _ if probed == size => return false,
+                _ => {
+                    position = (position + 1) & mask;
+                    probed += 1;
+                }
+            }
+        }
+        let mut hole = position;
+        let mut next = (hole + 1) & mask;
+        while next != position {
+            let held = self.slots[next];
+            if held == 0 {
+                break;
+            }
+            // `held` may fill the hole when the hole lies between its home
+            // and where it is now.
+            let from_home = next.wrapping_sub(home(held >> SEQ_BITS, size)) & mask;
+            let from_hole = next.wrapping_sub(hole) & mask;
+            if from_home >= from_hole {
+                self.slots[hole] = held;
+                hole = next;
+            }
+            next = (next + 1) & mask;
+        }
+        self.slots[hole] = 0;
+        self.len -= 1;
+        true
     }
 
     fn grow(&mut self) {
@@ -647,6 +701,39 @@ mod tests {
             for (hash, seqs) in &model {
                 let found = candidates(&keydir, *hash);
                 prop_assert!(found.is_superset(seqs), "{:?} not in {:?}", seqs, found);
+            }
+        }
+
+        /// Removing pairs (forgotten keys) leaves every other pair findable
+        /// and the removed ones gone, however the probe runs overlap.
+        #[test]
+        fn removing_pairs_keeps_every_other_pair_findable(
+            bits in 1u32..=64,
+            pairs in prop::collection::vec((any::<u64>(), 1u64..=SEQ_MAX), 1..400),
+            removals in prop::collection::vec(any::<prop::sample::Index>(), 0..300),
+        ) {
+            let mut keydir = KeyDir::new(bits);
+            let mask = u64::MAX >> (64 - bits);
+            let mut model: BTreeSet<(u64, u64)> = BTreeSet::new();
+            for &(hash, seq) in &pairs {
+                keydir.insert(hash, seq);
+                model.insert((hash & mask, seq));
+            }
+            for index in removals {
+                let &(hash, seq) = index.get(&pairs);
+                let held = model.remove(&(hash & mask, seq));
+                prop_assert_eq!(keydir.remove(hash, seq), held);
+            }
+            prop_assert_eq!(keydir.len(), model.len() as u64);
+            for &(hash, seq) in &model {
+                prop_assert!(candidates(&keydir, hash).contains(&seq));
+            }
+            for &(hash, seq) in &pairs {
+                // Gone, unless another held pair (whose hash may share the
+                // tag) has the same seq.
+                if !model.iter().any(|&(_, held)| held == seq) {
+                    prop_assert!(!candidates(&keydir, hash).contains(&seq));
+                }
             }
         }
     }

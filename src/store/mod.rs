@@ -27,6 +27,11 @@
 //!   is stored, across any crash or restart; [`Store::stats`] reads them and
 //!   the newest `seq` from one consistent snapshot.
 //! - **Cheap open.** Opening never scans the events.
+//! - **Expiry keeps the dedup promise.** [`Store::expire`] deletes expired
+//!   events (see [`crate::retention`]) in transactions of a bounded size,
+//!   each updating the counters with its deletes; an expired event's key
+//!   stays in the dedup set until the dedup horizon passes, so a retry of
+//!   it is still a duplicate. `unique_processed` never goes down.
 //!
 //! Methods are async: a backend with a blocking driver (SQLite) runs its
 //! work on the blocking pool, within a bound of its own, so callers never
@@ -54,10 +59,11 @@ use tokio::sync::watch;
 
 pub use crate::api::{Counters, TopicSummary};
 use crate::event::Event;
+use crate::retention::{ExpireReport, RetentionPolicy};
 
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, PostgresUrl};
-pub use sqlite::{SNAPSHOT_KEYS_DEFAULT, SqliteOptions, SqliteStore};
+pub use sqlite::{Backup, SNAPSHOT_KEYS_DEFAULT, SqliteOptions, SqliteStore};
 
 /// Which store `serve` uses (`--store`).
 #[derive(Debug, Clone)]
@@ -268,6 +274,10 @@ pub struct StoreStats {
     pub counters: Counters,
     pub topics: Vec<TopicSummary>,
     pub last_seq: u64,
+    /// Events stored now: `unique_processed` less `expired`.
+    pub stored: u64,
+    /// Events deleted by retention, committed with the deletes.
+    pub expired: u64,
 }
 
 /// Errors from the store.
@@ -345,6 +355,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// Succeeds while the store can serve reads and take writes.
     async fn check(&self) -> Result<(), StoreError>;
+
+    /// The newest `seq` that retention has deleted, of `topic` or of any
+    /// topic; 0 when none. A reader whose cursor is below it has missed
+    /// expired events. Read it *after* the page it qualifies: an expiry
+    /// that deleted rows the page lacks then shows in it.
+    async fn expired_through(&self, topic: Option<&str>) -> Result<u64, StoreError>;
+
+    /// Applies `policy` as of `now`, at most `budget` rows per call: deletes
+    /// expired events (oldest first within each topic, keeping their keys
+    /// for the dedup horizon) and forgets keys past the horizon, in
+    /// transactions that commit the counters with the deletes. Returns
+    /// whether more is left to do.
+    ///
+    /// # Errors
+    /// When the store fails; what is not committed stays as it was.
+    async fn expire(
+        &self,
+        policy: &RetentionPolicy,
+        now: CommitTime,
+        budget: usize,
+    ) -> Result<ExpireReport, StoreError>;
 
     /// The newest `seq` committed by *other* writers sharing this store
     /// (other replicas over one database), for the live tail to catch up

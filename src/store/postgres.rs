@@ -12,6 +12,14 @@
 //!   on read, so replicas never update the same counter row. Opening a
 //!   replica folds every row into replica 0's, so rows do not pile up as
 //!   replicas come and go.
+//! - `expired_keys`: the key of each event retention deleted, `UNIQUE
+//!   (topic, event_id)`, kept for the dedup horizon: an append's stored
+//!   copies include them (with no content: a copy is a duplicate), so the
+//!   dedup promise outlives the payload. `seq_floor` holds the newest `seq`
+//!   expired, so the next `seq` (the greatest of it and the stored ones)
+//!   is never one used before. Expiry runs under the append lock
+//!   (`expire`), in transactions of a bounded size. Schema 2 adds these to
+//!   schema 1 in place (`IF NOT EXISTS`).
 //!
 //! # Commit-ordered `seq` across replicas
 //!
@@ -83,9 +91,10 @@ use super::{
     TopicSummary,
 };
 use crate::event::Event;
+use crate::retention::{ExpireReport, RetentionPolicy};
 
 /// The schema this build writes, kept in `logagg_schema`.
-const SCHEMA_VERSION: i32 = 1;
+const SCHEMA_VERSION: i32 = 2;
 
 /// Serializes schema set-up among replicas starting at once.
 const SCHEMA_LOCK: i64 = 0x6c6f_6761_6767_0001;
@@ -123,23 +132,39 @@ CREATE TABLE IF NOT EXISTS topic_counts (
     PRIMARY KEY (topic, replica)
 );
 CREATE SEQUENCE IF NOT EXISTS replicas;
+CREATE TABLE IF NOT EXISTS expired_keys (
+    seq         bigint PRIMARY KEY,
+    topic       text COLLATE "C" NOT NULL,
+    event_id    text COLLATE "C" NOT NULL,
+    received_at bigint NOT NULL,
+    UNIQUE (topic, event_id)
+);
+CREATE TABLE IF NOT EXISTS seq_floor (
+    id  int PRIMARY KEY CHECK (id = 0),
+    seq bigint NOT NULL
+);
+ALTER TABLE counters ADD COLUMN IF NOT EXISTS expired bigint NOT NULL DEFAULT 0;
+ALTER TABLE topic_counts ADD COLUMN IF NOT EXISTS expired_through bigint NOT NULL DEFAULT 0;
 "#;
 
 /// Folds every replica's counter rows into replica 0's. Run at open, under
 /// the append lock, so no append is between reading and deleting them.
 const FOLD_COUNTERS: &str = "
-INSERT INTO counters (replica, received, unique_processed, duplicate_dropped, conflicts)
+INSERT INTO counters (replica, received, unique_processed, duplicate_dropped, conflicts, expired)
 SELECT 0, coalesce(sum(received), 0), coalesce(sum(unique_processed), 0),
-       coalesce(sum(duplicate_dropped), 0), coalesce(sum(conflicts), 0)
+       coalesce(sum(duplicate_dropped), 0), coalesce(sum(conflicts), 0),
+       coalesce(sum(expired), 0)
 FROM counters
 ON CONFLICT (replica) DO UPDATE SET
     received = excluded.received, unique_processed = excluded.unique_processed,
-    duplicate_dropped = excluded.duplicate_dropped, conflicts = excluded.conflicts;
+    duplicate_dropped = excluded.duplicate_dropped, conflicts = excluded.conflicts,
+    expired = excluded.expired;
 DELETE FROM counters WHERE replica <> 0;
-INSERT INTO topic_counts (topic, replica, events, last_seq)
-SELECT topic, 0, sum(events), max(last_seq) FROM topic_counts GROUP BY topic
+INSERT INTO topic_counts (topic, replica, events, last_seq, expired_through)
+SELECT topic, 0, sum(events), max(last_seq), max(expired_through) FROM topic_counts GROUP BY topic
 ON CONFLICT (topic, replica) DO UPDATE SET
-    events = excluded.events, last_seq = excluded.last_seq;
+    events = excluded.events, last_seq = excluded.last_seq,
+    expired_through = excluded.expired_through;
 DELETE FROM topic_counts WHERE replica <> 0;
 ";
 
@@ -160,11 +185,19 @@ SET LOCAL idle_in_transaction_session_timeout = '10s'";
 /// the previous holder's commit.
 const TAKE_LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
 
-const LAST_SEQ: &str = "SELECT coalesce(max(seq), 0) FROM events";
+/// The newest `seq` ever committed: of the stored events, or of the
+/// expired ones (`seq_floor`), so that expiring the newest events never
+/// lets a `seq` be used twice.
+const LAST_SEQ: &str = "SELECT greatest(
+    (SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(seq), 0) FROM seq_floor))";
 
 /// The stored copies of the given keys (pairs at the same index).
+/// An expired event's key comes back with no content.
 const STORED_COPIES: &str = "
 SELECT topic, event_id, timestamp, source, payload FROM events
+WHERE (topic, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+UNION ALL
+SELECT topic, event_id, NULL, NULL, NULL FROM expired_keys
 WHERE (topic, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))";
 
 const INSERT_EVENTS: &str = "
@@ -195,21 +228,26 @@ const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 const EVENT_COLUMNS: &str = "seq, topic, event_id, timestamp, source, payload, received_at";
 
 const TOPICS: &str = "
-SELECT topic, sum(events)::int8, max(last_seq) FROM topic_counts GROUP BY topic ORDER BY topic";
+SELECT topic, sum(events)::int8, max(last_seq), max(expired_through)
+FROM topic_counts GROUP BY topic ORDER BY topic";
 
 /// Counters, topics and the newest `seq` in one statement, so from one
 /// snapshot.
 const STATS: &str = "
 WITH topics AS (
-    SELECT topic, sum(events)::int8 AS events, max(last_seq) AS last_seq
+    SELECT topic, sum(events)::int8 AS events, max(last_seq) AS last_seq,
+           max(expired_through) AS expired_through
     FROM topic_counts GROUP BY topic
 )
 SELECT coalesce(sum(received), 0)::int8, coalesce(sum(unique_processed), 0)::int8,
        coalesce(sum(duplicate_dropped), 0)::int8, coalesce(sum(conflicts), 0)::int8,
-       (SELECT coalesce(max(seq), 0) FROM events),
+       greatest((SELECT coalesce(max(seq), 0) FROM events),
+                (SELECT coalesce(max(seq), 0) FROM seq_floor)),
        (SELECT array_agg(topic ORDER BY topic) FROM topics),
        (SELECT array_agg(events ORDER BY topic) FROM topics),
-       (SELECT array_agg(last_seq ORDER BY topic) FROM topics)
+       (SELECT array_agg(last_seq ORDER BY topic) FROM topics),
+       (SELECT array_agg(expired_through ORDER BY topic) FROM topics),
+       coalesce(sum(expired), 0)::int8
 FROM counters";
 
 /// Connecting to a server that does not answer gives up after this, unless
@@ -536,6 +574,7 @@ impl Store for PostgresStore {
                     topic: row.try_get(0)?,
                     events: count(row, 1)?,
                     last_seq: count(row, 2)?,
+                    expired_through: count(row, 3)?,
                 })
             })
             .collect::<Result<_, tokio_postgres::Error>>()
@@ -550,6 +589,44 @@ impl Store for PostgresStore {
             .await
             .map_err(store_error)?;
         read_stats(&row).map_err(store_error)
+    }
+
+    async fn expired_through(&self, topic: Option<&str>) -> Result<u64, StoreError> {
+        let client = self.reader().await?;
+        let row = match topic {
+            Some(topic) => client
+                .query_one(
+                    "SELECT coalesce(max(expired_through), 0) FROM topic_counts WHERE topic = $1",
+                    &[&topic],
+                )
+                .await,
+            None => {
+                client
+                    .query_one(
+                        "SELECT coalesce(max(expired_through), 0) FROM topic_counts",
+                        &[],
+                    )
+                    .await
+            }
+        }
+        .map_err(store_error)?;
+        count(&row, 0).map_err(store_error)
+    }
+
+    async fn expire(
+        &self,
+        policy: &RetentionPolicy,
+        now: CommitTime,
+        budget: usize,
+    ) -> Result<ExpireReport, StoreError> {
+        let mut client = self.inner.writer.get().await.map_err(pool_error)?;
+        match expire(&mut client, self.inner.replica, policy, now, budget).await {
+            Ok(report) => Ok(report),
+            Err(error) => {
+                drop(Object::take(client));
+                Err(store_error(error))
+            }
+        }
     }
 
     async fn last_seq(&self) -> Result<u64, StoreError> {
@@ -567,7 +644,8 @@ impl Store for PostgresStore {
         let row = client
             .query_one(
                 "SELECT (pg_total_relation_size('events') + pg_total_relation_size('counters')
-                         + pg_total_relation_size('topic_counts'))::int8",
+                         + pg_total_relation_size('topic_counts')
+                         + pg_total_relation_size('expired_keys'))::int8",
                 &[],
             )
             .await
@@ -593,6 +671,135 @@ impl Store for PostgresStore {
     fn foreign_commits(&self) -> Option<watch::Receiver<u64>> {
         Some(self.inner.newest.subscribe())
     }
+}
+
+/// One expiry transaction, as the embedded store's (see `Store::expire`),
+/// under the append lock, so that no append classifies its keys while
+/// events move to `expired_keys`; the counters of this replica's rows are
+/// updated in it.
+async fn expire(
+    client: &mut ClientWrapper,
+    replica: i64,
+    policy: &RetentionPolicy,
+    now: CommitTime,
+    budget: usize,
+) -> Result<ExpireReport, tokio_postgres::Error> {
+    let cutoff = |keep: Duration| {
+        now.0
+            .saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX))
+    };
+    let tx = client.transaction().await?;
+    tx.batch_execute(&format!(
+        "SET LOCAL synchronous_commit = on; SET LOCAL lock_timeout = '10s';
+         SELECT pg_advisory_xact_lock({APPEND_LOCK})"
+    ))
+    .await?;
+    let topics: Vec<String> = tx
+        .query(
+            "SELECT topic FROM topic_counts GROUP BY topic HAVING sum(events) > 0 ORDER BY topic",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|row| row.try_get(0))
+        .collect::<Result<_, _>>()?;
+    let mut left = budget;
+    let (mut expired, mut expired_through) = (0_u64, 0_i64);
+    for topic in &topics {
+        if left == 0 {
+            break;
+        }
+        let Some(keep) = policy.keep(topic).duration() else {
+            continue;
+        };
+        let cutoff = cutoff(keep);
+        let rows = tx
+            .query(
+                "SELECT seq, received_at FROM events WHERE topic = $1 ORDER BY seq LIMIT $2",
+                &[topic, &to_sql(left as u64)],
+            )
+            .await?;
+        let (mut taken, mut last) = (0_u64, 0_i64);
+        for row in &rows {
+            if row.try_get::<_, i64>(1)? >= cutoff {
+                break;
+            }
+            taken += 1;
+            last = row.try_get(0)?;
+        }
+        if taken == 0 {
+            continue;
+        }
+        tx.execute(
+            "INSERT INTO expired_keys (seq, topic, event_id, received_at)
+             SELECT seq, topic, event_id, received_at FROM events WHERE topic = $1 AND seq <= $2",
+            &[topic, &last],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM events WHERE topic = $1 AND seq <= $2",
+            &[topic, &last],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO topic_counts (topic, replica, events, last_seq, expired_through)
+             VALUES ($1, $2, $3, 0, $4)
+             ON CONFLICT (topic, replica) DO UPDATE SET
+                 events = topic_counts.events + excluded.events,
+                 expired_through = greatest(topic_counts.expired_through, excluded.expired_through)",
+            &[topic, &replica, &-to_sql(taken), &last],
+        )
+        .await?;
+        left -= taken as usize;
+        expired += taken;
+        expired_through = expired_through.max(last);
+    }
+    let mut forgotten = 0;
+    if let Some(horizon) = policy.dedup_horizon.duration()
+        && left > 0
+    {
+        let cutoff = cutoff(horizon);
+        let rows = tx
+            .query(
+                "SELECT seq, received_at FROM expired_keys ORDER BY seq LIMIT $1",
+                &[&to_sql(left as u64)],
+            )
+            .await?;
+        let mut last = None;
+        for row in &rows {
+            if row.try_get::<_, i64>(1)? >= cutoff {
+                break;
+            }
+            forgotten += 1;
+            last = Some(row.try_get::<_, i64>(0)?);
+        }
+        if let Some(last) = last {
+            tx.execute("DELETE FROM expired_keys WHERE seq <= $1", &[&last])
+                .await?;
+            left -= forgotten as usize;
+        }
+    }
+    if expired > 0 {
+        tx.execute(
+            "INSERT INTO seq_floor (id, seq) VALUES (0, $1)
+             ON CONFLICT (id) DO UPDATE SET seq = greatest(seq_floor.seq, excluded.seq)",
+            &[&expired_through],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO counters (replica, received, unique_processed, duplicate_dropped, conflicts, expired)
+             VALUES ($1, 0, 0, 0, 0, $2)
+             ON CONFLICT (replica) DO UPDATE SET expired = counters.expired + excluded.expired",
+            &[&replica, &to_sql(expired)],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(ExpireReport {
+        expired,
+        forgotten,
+        more: left == 0,
+    })
 }
 
 /// One append: the transaction described in the module docs.
@@ -726,13 +933,17 @@ impl<'a> Plan<'a> {
         previous: u64,
         stored: &[Row],
     ) -> Result<Self, tokio_postgres::Error> {
-        let mut copies: HashMap<(&str, &str), (&str, &str, &str)> =
-            HashMap::with_capacity(stored.len());
+        // An expired key has no content (`None`): a copy of it is a
+        // duplicate, whatever it holds.
+        type Content<'r> = Option<(&'r str, &'r str, &'r str)>;
+        let mut copies: HashMap<(&str, &str), Content<'_>> = HashMap::with_capacity(stored.len());
         for row in stored {
-            copies.insert(
-                (row.try_get(0)?, row.try_get(1)?),
-                (row.try_get(2)?, row.try_get(3)?, row.try_get(4)?),
-            );
+            let payload: Option<&str> = row.try_get(4)?;
+            let content = match payload {
+                Some(payload) => Some((row.try_get(2)?, row.try_get(3)?, payload)),
+                None => None,
+            };
+            copies.insert((row.try_get(0)?, row.try_get(1)?), content);
         }
         let mut first_in_batch: HashMap<(&str, &str), &Event> = HashMap::new();
         let mut plan = Plan {
@@ -747,8 +958,10 @@ impl<'a> Plan<'a> {
         };
         for event in events {
             let key = (event.topic.as_str(), event.event_id.as_str());
-            let same = if let Some(&(timestamp, source, payload)) = copies.get(&key) {
-                event.same_content(timestamp, source, payload)
+            let same = if let Some(&content) = copies.get(&key) {
+                content.is_none_or(|(timestamp, source, payload)| {
+                    event.same_content(timestamp, source, payload)
+                })
             } else if let Some(first) = first_in_batch.get(&key) {
                 event.same_content(&first.timestamp, &first.source, first.payload.get())
             } else {
@@ -872,26 +1085,34 @@ fn read_stats(row: &Row) -> Result<StoreStats, tokio_postgres::Error> {
     let names: Option<Vec<String>> = row.try_get(5)?;
     let events: Option<Vec<i64>> = row.try_get(6)?;
     let last: Option<Vec<i64>> = row.try_get(7)?;
+    let expired_through: Option<Vec<i64>> = row.try_get(8)?;
     let topics = names
         .unwrap_or_default()
         .into_iter()
         .zip(events.unwrap_or_default())
         .zip(last.unwrap_or_default())
-        .map(|((topic, events), last_seq)| TopicSummary {
-            topic,
-            events: from_sql(events),
-            last_seq: from_sql(last_seq),
-        })
+        .zip(expired_through.unwrap_or_default())
+        .map(
+            |(((topic, events), last_seq), expired_through)| TopicSummary {
+                topic,
+                events: from_sql(events),
+                last_seq: from_sql(last_seq),
+                expired_through: from_sql(expired_through),
+            },
+        )
         .collect();
+    let counters = Counters {
+        received: count(row, 0)?,
+        unique_processed: count(row, 1)?,
+        duplicate_dropped: count(row, 2)?,
+        conflicts: count(row, 3)?,
+    };
     Ok(StoreStats {
-        counters: Counters {
-            received: count(row, 0)?,
-            unique_processed: count(row, 1)?,
-            duplicate_dropped: count(row, 2)?,
-            conflicts: count(row, 3)?,
-        },
+        counters,
         topics,
         last_seq: count(row, 4)?,
+        stored: counters.unique_processed - count(row, 9)?,
+        expired: count(row, 9)?,
     })
 }
 

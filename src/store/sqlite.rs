@@ -1,19 +1,37 @@
 //! The embedded store: one SQLite database file in the data directory, and
 //! an in-memory index of its keys (the keydir) with a snapshot file beside it.
 //!
-//! This is the only file that names `rusqlite`. The schema (version 2):
+//! This is the only file that names `rusqlite`. The schema (version 3):
 //!
 //! - `events`: one row per stored event, keyed by `seq` alone, which the
 //!   consumer assigns (the newest ever + 1, kept in `counters`, so a `seq`
 //!   is never reused even when rows are deleted). Every insert lands at the
 //!   end of the table, whatever the ids look like.
 //! - `keys`: `(seq, hash)` for every stored key, appended in the same
-//!   transaction: the durable list the keydir is built from, which will
-//!   outlive an event's row when retention deletes it.
-//! - `topics`: per-topic event count and newest `seq`;
+//!   transaction: the durable list the keydir is built from, which
+//!   outlives an event's row when retention deletes it.
+//! - `expired_keys`: `(seq, topic, event_id, received_at)` of each expired
+//!   event, written in the transaction that deletes its `events` row: the
+//!   compact dedup record a keydir hit is verified against once the event
+//!   is gone, kept until the dedup horizon passes (then it and its `keys`
+//!   row are deleted, and its pair leaves the keydir).
+//! - `topics`: per-topic count of stored events, newest `seq`, and the
+//!   newest `seq` expired;
 //! - `counters`: one row with the ingest counters, the newest `seq` ever
-//!   assigned and the number of `keys` rows;
+//!   assigned, the number of `keys` rows, the events expired and the
+//!   newest `seq` expired;
 //! - `meta`: the random key of the key hash.
+//!
+//! Version 3 only adds to version 2 (a table and columns), so a version-2
+//! store is upgraded in place at open, in one short transaction.
+//!
+//! Space: a new database is created with `auto_vacuum = INCREMENTAL`, and
+//! after expiry deletes rows the free pages beyond an eighth of the file
+//! are given back to the file system (`PRAGMA incremental_vacuum`). A
+//! database created before version 3 has `auto_vacuum = NONE` (SQLite can
+//! change that only by rewriting the whole file with `VACUUM`): its free
+//! pages are reused by new events, so the file stops growing, but it does
+//! not shrink.
 //!
 //! Dedup: the keydir ([`super::keydir`]) maps the hash of each stored key to
 //! its `seq`. An event's hash gives a few candidate rows, each read and
@@ -61,9 +79,10 @@ use super::{
     SyncMode, TopicSummary,
 };
 use crate::event::Event;
+use crate::retention::{ExpireReport, RetentionPolicy};
 
 /// The schema this build writes, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE events (
@@ -100,6 +119,20 @@ CREATE TABLE meta (
 ) WITHOUT ROWID;
 ";
 
+/// What version 3 adds to version 2; a new database gets it right after
+/// [`SCHEMA`].
+const UPGRADE_TO_3: &str = "
+CREATE TABLE expired_keys (
+    seq         INTEGER PRIMARY KEY,
+    topic       TEXT    NOT NULL,
+    event_id    TEXT    NOT NULL,
+    received_at INTEGER NOT NULL
+);
+ALTER TABLE topics ADD COLUMN expired_through INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE counters ADD COLUMN expired INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE counters ADD COLUMN expired_through INTEGER NOT NULL DEFAULT 0;
+";
+
 const INSERT_EVENT: &str = "INSERT INTO events
     (seq, topic, event_id, timestamp, source, payload, received_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
@@ -109,6 +142,9 @@ const INSERT_KEY: &str = "INSERT INTO keys (seq, hash) VALUES (?1, ?2)";
 /// A candidate's key and content, to verify a keydir hit.
 const SELECT_STORED_KEY: &str =
     "SELECT topic, event_id, timestamp, source, payload FROM events WHERE seq = ?1";
+
+/// A candidate's key when its event has expired.
+const SELECT_EXPIRED_KEY: &str = "SELECT topic, event_id FROM expired_keys WHERE seq = ?1";
 
 const EVENT_COLUMNS: &str = "seq, topic, event_id, timestamp, source, payload, received_at";
 
@@ -347,6 +383,33 @@ impl Inner {
         })
     }
 
+    /// Applies `policy` as of `now` in one transaction of at most `budget`
+    /// rows; once it has committed, takes the forgotten keys out of the
+    /// keydir and gives free pages back to the file system.
+    fn expire(
+        &self,
+        writer: &mut Writer,
+        policy: &RetentionPolicy,
+        now: CommitTime,
+        budget: usize,
+    ) -> Result<ExpireReport, StoreError> {
+        let done = expire(&mut writer.conn, policy, now, budget).map_err(database_error)?;
+        if !done.forgotten.is_empty() {
+            // Committed: the keys are gone from the database, so the keydir
+            // may let them go (it still holds every stored key).
+            let mut keydir = self.keydir.write().expect("keydir lock");
+            for &(hash, seq) in &done.forgotten {
+                keydir.remove(hash, seq);
+            }
+            drop(keydir);
+            writer.keys -= done.forgotten.len() as u64;
+        }
+        if done.report.expired > 0 || done.report.forgotten > 0 {
+            give_back_space(&writer.conn).map_err(database_error)?;
+        }
+        Ok(done.report)
+    }
+
     /// Starts a snapshot of the keydir when enough keys were added since
     /// the last one began and none is being written. Enough is
     /// [`SqliteOptions::snapshot_keys`], and at least an eighth of the keys
@@ -358,7 +421,8 @@ impl Inner {
             .options
             .snapshot_keys
             .max(writer.keys_at_snapshot / SNAPSHOT_GROWTH_DIVISOR);
-        if writer.keys - writer.keys_at_snapshot < interval {
+        // Keys forgotten past the dedup horizon make `keys` go down.
+        if writer.keys.saturating_sub(writer.keys_at_snapshot) < interval {
             return;
         }
         let mut running = self.snapshot.lock().expect("snapshot lock");
@@ -482,7 +546,9 @@ const OLD_COPY_FILE: &str = "logagg.v1.db";
 
 impl SqliteStore {
     /// Converts the store in `data_dir` to this build's schema: schema 1
-    /// (dedup by a unique index on `(topic, event_id)`) to 2 (the keydir).
+    /// (dedup by a unique index on `(topic, event_id)`) to 3 (the keydir
+    /// and the expired keys); schema 2 is upgraded in place, as opening it
+    /// would.
     /// The new database is built beside the old one and renamed over it at
     /// the end, so a crash at any point leaves one complete database; the old
     /// one is kept as `logagg.v1.db`. Needs the server stopped, and free
@@ -504,6 +570,21 @@ impl SqliteStore {
         }
         let _lock = DataDirLock::acquire(data_dir)?;
         let version = release_old(&path).map_err(fail)?;
+        if version == 2 {
+            // An upgrade in place; opening the store would do the same.
+            Connection::open(&path)
+                .and_then(|conn| {
+                    conn.busy_timeout(BUSY_TIMEOUT)?;
+                    upgrade_to_3(&conn)
+                })
+                .map_err(|e| fail(e.into()))?;
+            return Ok(Migration {
+                from_version: version,
+                to_version: SCHEMA_VERSION,
+                events: 0,
+                old_copy: None,
+            });
+        }
         if version == SCHEMA_VERSION {
             return Ok(Migration {
                 from_version: version,
@@ -539,6 +620,110 @@ impl SqliteStore {
     }
 }
 
+/// What [`SqliteStore::backup`] made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backup {
+    /// The database file written.
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// Events in it, and the newest `seq` ever committed before it began.
+    pub stored: u64,
+    pub last_seq: u64,
+}
+
+impl SqliteStore {
+    /// Copies the store in `data_dir` into `dest_dir` (created; it must be
+    /// empty or absent), while a server may go on writing to it: one read
+    /// transaction of SQLite's `VACUUM INTO` on a connection of its own,
+    /// opened read-only, so the copy holds exactly the commits made before
+    /// it began, and every one of them. Takes no lock of the server's.
+    /// The copy is written under a temporary name, fsynced, checked with
+    /// `PRAGMA integrity_check`, then renamed into place; `logagg serve
+    /// --data-dir DEST` opens it (rebuilding its dedup index from the
+    /// stored keys). Blocking.
+    ///
+    /// # Errors
+    /// When there is no store, `dest_dir` holds anything, or reading,
+    /// writing or checking the copy fails (nothing is left in `dest_dir`
+    /// under the final name then).
+    pub fn backup(data_dir: &Path, dest_dir: &Path) -> Result<Backup, StoreError> {
+        let source = data_dir.join(DB_FILE);
+        let fail = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+            path: data_dir.join(DB_FILE),
+            source,
+        };
+        if !source.exists() {
+            return Err(fail("there is no store here (check --data-dir)".into()));
+        }
+        match std::fs::read_dir(dest_dir) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(fail(
+                        format!(
+                            "{} is not empty; back up into a new or empty directory",
+                            dest_dir.display()
+                        )
+                        .into(),
+                    ));
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dest_dir).map_err(|e| fail(e.into()))?;
+            }
+            Err(e) => return Err(fail(e.into())),
+        }
+        let temporary = dest_dir.join(format!("{DB_FILE}.partial"));
+        let path = dest_dir.join(DB_FILE);
+        let copy = || -> Result<(u64, u64), Box<dyn std::error::Error + Send + Sync>> {
+            let conn = Connection::open_with_flags(
+                &source,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            let version = user_version(&conn)?;
+            if version != SCHEMA_VERSION {
+                return Err(format!(
+                    "the store has schema version {version}; this build backs up version {SCHEMA_VERSION} (start it with this build's `logagg serve` once first)"
+                )
+                .into());
+            }
+            conn.execute("VACUUM INTO ?1", [temporary.to_string_lossy()])?;
+            drop(conn);
+            std::fs::File::open(&temporary)?.sync_all()?;
+            let copy = Connection::open(&temporary)?;
+            let check: String = copy.query_row("PRAGMA integrity_check", [], |row| row.get(0))?;
+            if check != "ok" {
+                return Err(format!("the copy fails its integrity check: {check}").into());
+            }
+            let counted = copy.query_row(
+                "SELECT unique_processed - expired, last_seq FROM counters",
+                [],
+                |row| Ok((count(row, 0)?, count(row, 1)?)),
+            )?;
+            Ok(counted)
+        };
+        let (stored, last_seq) = match copy() {
+            Ok(counted) => counted,
+            Err(error) => {
+                let _ = std::fs::remove_file(&temporary);
+                return Err(fail(error));
+            }
+        };
+        std::fs::rename(&temporary, &path).map_err(|e| fail(e.into()))?;
+        std::fs::File::open(dest_dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| fail(e.into()))?;
+        let bytes = std::fs::metadata(&path).map_err(|e| fail(e.into()))?.len();
+        Ok(Backup {
+            path,
+            bytes,
+            stored,
+            last_seq,
+        })
+    }
+}
+
 /// Checks that no one else has the database at `path` open and leaves it
 /// in rollback-journal mode, its WAL merged and gone, so it is one
 /// self-contained file; returns its schema version.
@@ -546,7 +731,7 @@ fn release_old(path: &Path) -> Result<i64, Box<dyn std::error::Error + Send + Sy
     let conn = Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(1))?;
     let version = user_version(&conn)?;
-    if version == SCHEMA_VERSION {
+    if version >= 2 {
         return Ok(version);
     }
     // Leaving WAL mode needs every other connection closed.
@@ -568,6 +753,7 @@ fn copy_from_v1(new_path: &Path, old_path: &Path, hasher: KeyHasher) -> rusqlite
     conn.pragma_update(None, "journal_mode", "OFF")?;
     conn.pragma_update(None, "synchronous", "OFF")?;
     conn.pragma_update(None, "cache_size", -256 * 1024)?;
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.execute_batch(SCHEMA)?;
     conn.execute("ATTACH DATABASE ?1 AS v1", [old_path.to_string_lossy()])?;
     let tx = conn.unchecked_transaction()?;
@@ -604,6 +790,7 @@ fn copy_from_v1(new_path: &Path, old_path: &Path, hasher: KeyHasher) -> rusqlite
         "INSERT INTO meta (name, value) VALUES (?1, ?2)",
         params![META_HASH_KEY, &hasher.key()[..]],
     )?;
+    tx.execute_batch(UPGRADE_TO_3)?;
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     conn.execute("DETACH DATABASE v1", [])?;
@@ -640,6 +827,13 @@ async fn blocking<T: Send + 'static>(
 
 fn configure_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Possible only in a new database, before the first table and before
+    // WAL mode; setting it on an existing one would try to write (and fail
+    // on a full disk) for nothing.
+    let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))?;
+    if tables == 0 {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    }
     // WAL: readers never block the writer, and a commit is one append + fsync.
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
@@ -675,6 +869,7 @@ fn prepare_schema(conn: &Connection, data_dir: &Path) -> Result<(), StoreError> 
     match version {
         SCHEMA_VERSION => Ok(()),
         0 => create_schema(conn, data_dir),
+        2 => upgrade_to_3(conn).map_err(database_error),
         found if found > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
             found,
             supported: SCHEMA_VERSION,
@@ -714,10 +909,20 @@ fn create_schema(conn: &Connection, data_dir: &Path) -> Result<(), StoreError> {
             "INSERT INTO meta (name, value) VALUES (?1, ?2)",
             params![META_HASH_KEY, &hash_key[..]],
         )?;
+        tx.execute_batch(UPGRADE_TO_3)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         tx.commit()
     };
     create().map_err(database_error)
+}
+
+/// Adds what version 3 adds to a version-2 database, in one transaction:
+/// a table and three columns, no rows read.
+fn upgrade_to_3(conn: &Connection) -> rusqlite::Result<()> {
+    let tx = conn.unchecked_transaction()?;
+    tx.execute_batch(UPGRADE_TO_3)?;
+    tx.pragma_update(None, "user_version", 3)?;
+    tx.commit()
 }
 
 fn read_hash_key(conn: &Connection) -> rusqlite::Result<[u8; 16]> {
@@ -968,10 +1173,15 @@ impl Store for SqliteStore {
         self.read(|conn| {
             // One read transaction: WAL gives it one snapshot for all three.
             let tx = conn.unchecked_transaction()?;
+            let (stored, expired) = tx
+                .prepare_cached("SELECT unique_processed - expired, expired FROM counters")?
+                .query_row([], |row| Ok((count(row, 0)?, count(row, 1)?)))?;
             let stats = StoreStats {
                 counters: read_counters(&tx)?,
                 topics: read_topics(&tx)?,
                 last_seq: read_last_seq(&tx)?,
+                stored,
+                expired,
             };
             tx.commit()?;
             Ok(stats)
@@ -1008,16 +1218,48 @@ impl Store for SqliteStore {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
             .await
     }
+
+    async fn expired_through(&self, topic: Option<&str>) -> Result<u64, StoreError> {
+        let topic = topic.map(str::to_owned);
+        self.read(move |conn| match topic {
+            Some(topic) => conn
+                .prepare_cached("SELECT expired_through FROM topics WHERE topic = ?1")?
+                .query_row([topic], |row| count(row, 0))
+                .optional()
+                .map(Option::unwrap_or_default),
+            None => conn
+                .prepare_cached("SELECT expired_through FROM counters")?
+                .query_row([], |row| count(row, 0)),
+        })
+        .await
+    }
+
+    async fn expire(
+        &self,
+        policy: &RetentionPolicy,
+        now: CommitTime,
+        budget: usize,
+    ) -> Result<ExpireReport, StoreError> {
+        let inner = Arc::clone(&self.inner);
+        let policy = policy.clone();
+        blocking(move || {
+            let mut writer = inner.writer.lock().expect("writer lock");
+            inner.expire(&mut writer, &policy, now, budget)
+        })
+        .await
+    }
 }
 
 fn read_topics(conn: &Connection) -> rusqlite::Result<Vec<TopicSummary>> {
-    let mut stmt =
-        conn.prepare_cached("SELECT topic, events, last_seq FROM topics ORDER BY topic")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT topic, events, last_seq, expired_through FROM topics ORDER BY topic",
+    )?;
     stmt.query_map([], |row| {
         Ok(TopicSummary {
             topic: row.get(0)?,
             events: count(row, 1)?,
             last_seq: count(row, 2)?,
+            expired_through: count(row, 3)?,
         })
     })?
     .collect()
@@ -1077,6 +1319,7 @@ fn append(
     let mut topics: HashMap<&str, (u64, u64), FastHash> = HashMap::default();
     {
         let mut stored_key = tx.prepare_cached(SELECT_STORED_KEY)?;
+        let mut expired_key = tx.prepare_cached(SELECT_EXPIRED_KEY)?;
         let keydir = keydir.read().expect("keydir lock");
         for (index, event) in events.iter().enumerate() {
             let key = (event.topic.as_str(), event.event_id.as_str());
@@ -1087,7 +1330,9 @@ fn append(
                 continue;
             }
             let hash = hasher.hash(key.0, key.1);
-            if let Some(same) = stored_copy(&mut stored_key, &keydir, hash, event)? {
+            if let Some(same) =
+                stored_copy(&mut stored_key, &mut expired_key, &keydir, hash, event)?
+            {
                 outcomes.push(repeat(same));
                 continue;
             }
@@ -1139,6 +1384,148 @@ fn append(
         .map(|(seq, &(_, hash))| (hash, seq))
         .collect();
     Ok(Appended { outcomes, new_keys })
+}
+
+/// What one expiry transaction did.
+struct Expired {
+    report: ExpireReport,
+    /// `(hash, seq)` of each key forgotten past the dedup horizon.
+    forgotten: Vec<(u64, u64)>,
+}
+
+/// The expiry transaction: for each topic whose retention is finite, moves
+/// the key of each of its oldest events received before the cutoff into
+/// `expired_keys` and deletes the event (in `seq` order, stopping at the
+/// first one to keep, so a topic never has holes); then forgets the
+/// expired keys received before the dedup horizon; then commits the
+/// counters with it all. At most `budget` rows in all.
+fn expire(
+    conn: &mut Connection,
+    policy: &RetentionPolicy,
+    now: CommitTime,
+    budget: usize,
+) -> rusqlite::Result<Expired> {
+    let cutoff = |keep: Duration| {
+        now.0
+            .saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX))
+    };
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let mut left = budget;
+    let (mut expired, mut expired_through) = (0_u64, 0_u64);
+    let topics: Vec<String> = tx
+        .prepare_cached("SELECT topic FROM topics WHERE events > 0 ORDER BY topic")?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for topic in &topics {
+        if left == 0 {
+            break;
+        }
+        let Some(keep) = policy.keep(topic).duration() else {
+            continue;
+        };
+        let cutoff = cutoff(keep);
+        let (count, last) = {
+            let mut oldest = tx.prepare_cached(
+                "SELECT seq, received_at FROM events WHERE topic = ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let mut rows = oldest.query(params![topic, to_sql(left as u64)])?;
+            let (mut count, mut last) = (0_u64, 0_u64);
+            while let Some(row) = rows.next()? {
+                if row.get::<_, i64>(1)? >= cutoff {
+                    break;
+                }
+                count += 1;
+                last = seq_from_sql(row.get(0)?);
+            }
+            (count, last)
+        };
+        if count == 0 {
+            continue;
+        }
+        let range = params![topic, to_sql(last)];
+        tx.prepare_cached(
+            "INSERT INTO expired_keys (seq, topic, event_id, received_at)
+             SELECT seq, topic, event_id, received_at FROM events
+             WHERE topic = ?1 AND seq <= ?2",
+        )?
+        .execute(range)?;
+        tx.prepare_cached("DELETE FROM events WHERE topic = ?1 AND seq <= ?2")?
+            .execute(range)?;
+        tx.prepare_cached(
+            "UPDATE topics SET events = events - ?2, expired_through = ?3 WHERE topic = ?1",
+        )?
+        .execute(params![topic, to_sql(count), to_sql(last)])?;
+        left -= count as usize;
+        expired += count;
+        expired_through = expired_through.max(last);
+    }
+    let mut forgotten = Vec::new();
+    if let Some(horizon) = policy.dedup_horizon.duration()
+        && left > 0
+    {
+        let cutoff = cutoff(horizon);
+        {
+            let mut oldest = tx.prepare_cached(
+                "SELECT x.seq, x.received_at, k.hash FROM expired_keys x
+                 JOIN keys k ON k.seq = x.seq ORDER BY x.seq LIMIT ?1",
+            )?;
+            let mut rows = oldest.query([to_sql(left as u64)])?;
+            while let Some(row) = rows.next()? {
+                if row.get::<_, i64>(1)? >= cutoff {
+                    break;
+                }
+                forgotten.push((row.get::<_, i64>(2)? as u64, seq_from_sql(row.get(0)?)));
+            }
+        }
+        if let Some(&(_, last)) = forgotten.last() {
+            tx.prepare_cached("DELETE FROM expired_keys WHERE seq <= ?1")?
+                .execute([to_sql(last)])?;
+            let mut delete_key = tx.prepare_cached("DELETE FROM keys WHERE seq = ?1")?;
+            for &(_, seq) in &forgotten {
+                delete_key.execute([to_sql(seq)])?;
+            }
+            left -= forgotten.len();
+        }
+    }
+    tx.prepare_cached(
+        "UPDATE counters SET expired = expired + ?1,
+            expired_through = max(expired_through, ?2), keys = keys - ?3",
+    )?
+    .execute(params![
+        to_sql(expired),
+        to_sql(expired_through),
+        to_sql(forgotten.len() as u64)
+    ])?;
+    tx.commit()?;
+    Ok(Expired {
+        report: ExpireReport {
+            expired,
+            forgotten: forgotten.len() as u64,
+            more: left == 0,
+        },
+        forgotten,
+    })
+}
+
+/// Free pages given back per expiry transaction at most (16 MiB of 4 KiB
+/// pages), so that giving them back is as short as the transaction.
+const VACUUM_PAGES_MAX: i64 = 4_096;
+
+/// Gives the free pages beyond an eighth of the file back to the file
+/// system. The eighth stays free for new events to reuse, so a steady
+/// state does not shrink and regrow the file at every purge. Does nothing
+/// on a database made with `auto_vacuum = NONE` (created before schema 3).
+fn give_back_space(conn: &Connection) -> rusqlite::Result<()> {
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |row| row.get(0))?;
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |row| row.get(0))?;
+    let excess = free - pages / 8;
+    if excess > 0 {
+        conn.execute_batch(&format!(
+            "PRAGMA incremental_vacuum({})",
+            excess.min(VACUUM_PAGES_MAX)
+        ))?;
+    }
+    Ok(())
 }
 
 /// Hashing for the maps of one commit: fast, seeded per process, never
@@ -1240,15 +1627,18 @@ fn repeat(same_content: bool) -> Outcome {
 
 /// Verifies the keydir's candidates for `event`'s key against the stored
 /// rows: `Some(same content)` when one of them holds that key, `None` when
-/// none does (the key is new).
+/// none does (the key is new). An expired event's key is verified against
+/// its dedup record, which holds no content: a copy of it is a duplicate
+/// (`Some(true)`), whatever it holds.
 fn stored_copy(
     stored_key: &mut rusqlite::CachedStatement<'_>,
+    expired_key: &mut rusqlite::CachedStatement<'_>,
     keydir: &KeyDir,
     hash: u64,
     event: &Event,
 ) -> rusqlite::Result<Option<bool>> {
     for seq in keydir.candidates(hash) {
-        let verified = stored_key
+        let row = stored_key
             .query_row([to_sql(seq)], |row| {
                 let same_key = row.get_ref(0)?.as_str()? == event.topic.as_str()
                     && row.get_ref(1)?.as_str()? == event.event_id.as_str();
@@ -1261,10 +1651,21 @@ fn stored_copy(
                     row.get_ref(4)?.as_str()?,
                 )))
             })
-            .optional()?
-            .flatten();
-        if verified.is_some() {
-            return Ok(verified);
+            .optional()?;
+        match row {
+            Some(Some(same)) => return Ok(Some(same)),
+            Some(None) => continue,
+            // No event at this seq: it may have expired.
+            None => {}
+        }
+        let expired = expired_key
+            .query_row([to_sql(seq)], |row| {
+                Ok(row.get_ref(0)?.as_str()? == event.topic.as_str()
+                    && row.get_ref(1)?.as_str()? == event.event_id.as_str())
+            })
+            .optional()?;
+        if expired == Some(true) {
+            return Ok(Some(true));
         }
     }
     Ok(None)

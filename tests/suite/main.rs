@@ -6,6 +6,7 @@
 mod common;
 
 mod auth;
+mod backup;
 mod bad_input;
 mod cli_errors;
 mod clients;
@@ -16,6 +17,7 @@ mod data_dir;
 mod dedup;
 mod disk_full;
 mod durability;
+mod export;
 mod formats;
 mod headers;
 mod metrics;
@@ -26,6 +28,7 @@ mod reading_cli;
 mod reads;
 #[cfg(feature = "postgres")]
 mod replicas;
+mod retention;
 mod store_contract;
 mod subscribe;
 mod tls;

@@ -9,6 +9,7 @@
 //! an in-memory model of the design, on both stores too.
 
 mod model;
+mod retention;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,7 +178,14 @@ contract_tests!(
     stats_are_one_snapshot_while_appends_commit,
     a_newer_schema_is_refused_with_a_clear_message,
     the_store_reports_its_health_and_size,
+    expired_keys_stay_duplicates_and_seqs_are_never_reused,
+    past_the_horizon_a_retry_is_stored_again,
 );
+
+use retention::{
+    expired_keys_stay_duplicates_and_seqs_are_never_reused,
+    past_the_horizon_a_retry_is_stored_again,
+};
 
 fn event(topic: &str, id: &str, payload: &str) -> Event {
     let json = format!(

@@ -1,0 +1,267 @@
+//! Retention: how long events are kept ([`RetentionPolicy`], from
+//! `--retain-for`, `--retain` and `--dedup-horizon`) and the background task
+//! that applies it ([`spawn`]).
+//!
+//! An event expires by the time it was *received* (`received_at`, stamped
+//! by this server at commit), never by its own `timestamp`: that one comes
+//! from the publisher's clock, which may be wrong, skewed or set on
+//! purpose, and would let one publisher make events vanish early or stay
+//! forever. Within a topic, events expire in `seq` order: an event goes
+//! once it and every older event of its topic are past their retention, so
+//! what a topic still holds is always its newest events, without holes.
+//!
+//! Expiry deletes the payload but keeps the event's key as a compact dedup
+//! record, for the dedup horizon (default forever): a late retry of an
+//! expired event is answered as a duplicate, never stored again. Once an
+//! expired event is older than a finite horizon its key is forgotten too,
+//! and a retry after that is stored again, as a new event with a new `seq`.
+//!
+//! The task calls [`Store::expire`] with a budget of [`EXPIRE_BATCH_ROWS`]
+//! rows per transaction and pauses between transactions, so the ingest
+//! consumer, which shares the store's single writer, never waits for more
+//! than one small transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::event::{FieldLimits, TopicPattern};
+use crate::store::{CommitTime, Store};
+
+/// Rows expired (or keys forgotten) per transaction at most.
+pub const EXPIRE_BATCH_ROWS: usize = 1_000;
+
+/// The pause between two expiry transactions while there is more to do:
+/// room for the consumer's commits.
+const PAUSE_BETWEEN_BATCHES: Duration = Duration::from_millis(5);
+
+/// How long something is kept: for a duration, or forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    Forever,
+    For(Duration),
+}
+
+impl Keep {
+    /// `forever`, or a positive duration with a unit (`7d`, `12h`, `90m`).
+    ///
+    /// # Errors
+    /// A message for clap to show beside the flag.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("forever") {
+            return Ok(Self::Forever);
+        }
+        match humantime::parse_duration(text) {
+            Ok(Duration::ZERO) => Err("must be longer than zero (or `forever`)".to_owned()),
+            Ok(duration) => Ok(Self::For(duration)),
+            Err(e) => Err(format!(
+                "{text:?} is not a duration ({e}); e.g. 7d, 12h, 90m, or `forever`"
+            )),
+        }
+    }
+
+    /// The duration, `None` for forever.
+    pub fn duration(self) -> Option<Duration> {
+        match self {
+            Self::Forever => None,
+            Self::For(duration) => Some(duration),
+        }
+    }
+}
+
+impl std::fmt::Display for Keep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Forever => f.write_str("forever"),
+            Self::For(duration) => humantime::format_duration(*duration).fmt(f),
+        }
+    }
+}
+
+/// One `--retain PATTERN=DURATION` override.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainRule {
+    pub pattern: TopicPattern,
+    pub keep: Keep,
+}
+
+impl RetainRule {
+    /// `PATTERN=DURATION`, e.g. `audit.>=365d` or `debug.*=forever`. The
+    /// split is at the last `=`, since a topic may hold `=` but a duration
+    /// never does.
+    ///
+    /// # Errors
+    /// A message for clap to show beside `--retain`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let Some((pattern, keep)) = text.rsplit_once('=') else {
+            return Err(format!(
+                "{text:?} is not PATTERN=DURATION; e.g. 'audit.>=365d'"
+            ));
+        };
+        let pattern = TopicPattern::parse(pattern.trim(), &FieldLimits::default())
+            .map_err(|reason| format!("pattern {pattern:?} {reason}"))?;
+        Ok(Self {
+            pattern,
+            keep: Keep::parse(keep)?,
+        })
+    }
+}
+
+/// What to keep, for how long: the rules in the order given, then the
+/// default; and how long an expired event's key is still remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Overrides; the first whose pattern matches a topic decides.
+    pub rules: Vec<RetainRule>,
+    /// For topics no rule matches.
+    pub default: Keep,
+    /// How long after it was received an expired event's key is kept.
+    pub dedup_horizon: Keep,
+}
+
+impl RetentionPolicy {
+    /// Keep everything, forever: what a server does without retention flags.
+    pub fn forever() -> Self {
+        Self {
+            rules: Vec::new(),
+            default: Keep::Forever,
+            dedup_horizon: Keep::Forever,
+        }
+    }
+
+    /// How long `topic`'s events are kept: the first matching rule's
+    /// duration, else the default.
+    pub fn keep(&self, topic: &str) -> Keep {
+        self.rules
+            .iter()
+            .find(|rule| rule.pattern.matches(topic))
+            .map_or(self.default, |rule| rule.keep)
+    }
+
+    /// Whether any event can ever expire.
+    pub fn expires_anything(&self) -> bool {
+        self.default != Keep::Forever || self.rules.iter().any(|r| r.keep != Keep::Forever)
+    }
+}
+
+/// What one [`Store::expire`] call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExpireReport {
+    /// Events whose payload was deleted (their keys kept).
+    pub expired: u64,
+    /// Keys of expired events forgotten, being past the dedup horizon.
+    pub forgotten: u64,
+    /// Whether the budget ran out with more left to do: call again soon.
+    pub more: bool,
+}
+
+/// Starts the task applying `policy` every `interval` until `shutdown`;
+/// `None` when the policy never expires anything.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    policy: RetentionPolicy,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> Option<JoinHandle<()>> {
+    if !policy.expires_anything() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+            let mut total = ExpireReport::default();
+            loop {
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                match store
+                    .expire(&policy, CommitTime::now(), EXPIRE_BATCH_ROWS)
+                    .await
+                {
+                    Ok(report) => {
+                        total.expired += report.expired;
+                        total.forgotten += report.forgotten;
+                        if !report.more {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(
+                            error = &error as &dyn std::error::Error,
+                            "expiring old events failed; the next round tries again"
+                        );
+                        break;
+                    }
+                }
+                tokio::time::sleep(PAUSE_BETWEEN_BATCHES).await;
+            }
+            if total.expired > 0 || total.forgotten > 0 {
+                tracing::info!(
+                    expired = total.expired,
+                    forgotten = total.forgotten,
+                    "retention applied"
+                );
+            }
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_or_as_forever() {
+        assert_eq!(
+            Keep::parse("7d"),
+            Ok(Keep::For(Duration::from_secs(7 * 86_400)))
+        );
+        assert_eq!(Keep::parse(" forever "), Ok(Keep::Forever));
+        for bad in ["", "7", "0s", "soon", "-1d"] {
+            assert!(Keep::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_first_matching_rule_decides_then_the_default() {
+        let policy = RetentionPolicy {
+            rules: vec![
+                RetainRule::parse("audit.>=365d").expect("rule"),
+                RetainRule::parse("audit.login=1d").expect("rule"),
+                RetainRule::parse("debug.*=forever").expect("rule"),
+            ],
+            default: Keep::parse("7d").expect("duration"),
+            dedup_horizon: Keep::Forever,
+        };
+        let days = |n: u64| Keep::For(Duration::from_secs(n * 86_400));
+        assert_eq!(policy.keep("audit.login"), days(365));
+        assert_eq!(policy.keep("debug.x"), Keep::Forever);
+        assert_eq!(policy.keep("debug"), days(7));
+        assert!(policy.expires_anything());
+        assert!(!RetentionPolicy::forever().expires_anything());
+    }
+
+    #[test]
+    fn bad_rules_say_what_is_wrong() {
+        for (bad, says) in [
+            ("audit.>", "PATTERN=DURATION"),
+            ("audit.>.x=1d", "pattern"),
+            ("=1d", "pattern"),
+            ("audit.>=often", "duration"),
+        ] {
+            let error = RetainRule::parse(bad).expect_err(bad);
+            assert!(error.contains(says), "{bad:?}: {error}");
+        }
+        // A topic may hold `=`; the split is at the last one.
+        let rule = RetainRule::parse("a=b=1h").expect("rule");
+        assert!(rule.pattern.matches("a=b"));
+    }
+}

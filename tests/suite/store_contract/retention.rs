@@ -1,0 +1,111 @@
+//! The retention part of the store contract (`Store::expire`), on every
+//! store: expiry by age of receipt keeps each expired key, so a retry is a
+//! duplicate, also after a reopen; the counters, topics and
+//! `expired_through` agree with what is left; a `seq` is never used twice,
+//! even when the newest events expire; past a finite dedup horizon a retry
+//! is stored again.
+
+use std::time::Duration;
+
+use logagg::retention::{ExpireReport, Keep, RetentionPolicy};
+use logagg::store::{CommitTime, EventQuery, Outcome, Store};
+
+use super::{Fixture, event};
+
+const SECOND: i64 = 1_000;
+
+fn keep(default: Duration, horizon: Keep) -> RetentionPolicy {
+    RetentionPolicy {
+        rules: Vec::new(),
+        default: Keep::For(default),
+        dedup_horizon: horizon,
+    }
+}
+
+async fn append_at(store: &dyn Store, prefix: &str, count: usize, at: i64) -> Vec<Outcome> {
+    let events: Vec<_> = (0..count)
+        .map(|i| event("a", &format!("{prefix}-{i}"), "{}"))
+        .collect();
+    store
+        .append(events.into(), CommitTime(at))
+        .await
+        .expect("append")
+        .outcomes
+}
+
+async fn expire_all(store: &dyn Store, policy: &RetentionPolicy, now: i64) -> ExpireReport {
+    let mut total = ExpireReport::default();
+    loop {
+        let report = store
+            .expire(policy, CommitTime(now), 7)
+            .await
+            .expect("expire");
+        total.expired += report.expired;
+        total.forgotten += report.forgotten;
+        if !report.more {
+            return total;
+        }
+    }
+}
+
+pub(super) async fn expired_keys_stay_duplicates_and_seqs_are_never_reused(fixture: Fixture) {
+    let store = fixture.open().await;
+    append_at(&*store, "old", 10, 0).await;
+    append_at(&*store, "new", 5, 10 * SECOND).await;
+    let policy = keep(Duration::from_secs(5), Keep::Forever);
+    // Budgets of 7 rows: several transactions.
+    assert_eq!(expire_all(&*store, &policy, 12 * SECOND).await.expired, 10);
+    let page = store
+        .events(EventQuery {
+            topic: Some("a".into()),
+            after: 0,
+            limit: 100,
+        })
+        .await
+        .expect("events");
+    let seqs: Vec<u64> = page.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [11, 12, 13, 14, 15]);
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(stats.counters.unique_processed, 15);
+    assert_eq!((stats.stored, stats.expired), (5, 10));
+    assert_eq!(
+        (stats.topics[0].events, stats.topics[0].expired_through),
+        (5, 10)
+    );
+    assert_eq!(store.expired_through(Some("a")).await.expect("read"), 10);
+    assert_eq!(store.expired_through(Some("b")).await.expect("read"), 0);
+    assert_eq!(store.expired_through(None).await.expect("read"), 10);
+    assert!(store.event("a", "old-1").await.expect("lookup").is_none());
+    let retry = append_at(&*store, "old", 10, 13 * SECOND).await;
+    assert!(retry.iter().all(|o| *o == Outcome::Duplicate), "{retry:?}");
+
+    // Everything expires, the newest included: the next seq still follows
+    // the newest ever used, and the keys are still known after a reopen.
+    assert_eq!(expire_all(&*store, &policy, 60 * SECOND).await.expired, 5);
+    drop(store);
+    let store = fixture.open().await;
+    assert_eq!(store.last_seq().await.expect("last seq"), 15);
+    let outcomes = append_at(&*store, "new", 6, 61 * SECOND).await;
+    assert_eq!(&outcomes[..5], [Outcome::Duplicate; 5]);
+    assert_eq!(outcomes[5], Outcome::Stored { seq: 16 });
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.stored, stats.expired, stats.last_seq), (1, 15, 16));
+}
+
+pub(super) async fn past_the_horizon_a_retry_is_stored_again(fixture: Fixture) {
+    let store = fixture.open().await;
+    append_at(&*store, "e", 10, 0).await;
+    let policy = keep(Duration::from_secs(10), Keep::For(Duration::from_secs(20)));
+    let report = expire_all(&*store, &policy, 15 * SECOND).await;
+    assert_eq!((report.expired, report.forgotten), (10, 0));
+    assert_eq!(
+        append_at(&*store, "e", 1, 15 * SECOND).await,
+        [Outcome::Duplicate]
+    );
+    let report = expire_all(&*store, &policy, 25 * SECOND).await;
+    assert_eq!((report.expired, report.forgotten), (0, 10));
+    assert_eq!(
+        append_at(&*store, "e", 2, 25 * SECOND).await,
+        [Outcome::Stored { seq: 11 }, Outcome::Stored { seq: 12 }]
+    );
+}
