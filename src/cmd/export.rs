@@ -22,7 +22,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::client::{self, BaseUrl};
+use super::client::{self, BaseUrl, TokenArgs};
+use super::tls::TlsArgs;
 use crate::event::{FieldLimits, TopicPattern};
 
 /// Events per page asked of the server (its most).
@@ -48,6 +49,13 @@ pub struct ExportArgs {
     /// Base URL of the server.
     #[arg(long, env = "LOGAGG_URL", default_value = "http://127.0.0.1:8080")]
     pub url: BaseUrl,
+
+    /// The token needs the read scope.
+    #[command(flatten)]
+    pub auth: TokenArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 fn parse_pattern(text: &str) -> Result<TopicPattern, String> {
@@ -127,7 +135,11 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
     {
         anyhow::bail!("--since ({since}) must be before --until ({until})");
     }
-    let http = reqwest::Client::new();
+    let headers = args.auth.headers()?;
+    let sent_token = !headers.is_empty();
+    let http = args.tls.client(&args.url, |builder| {
+        builder.default_headers(headers.clone())
+    })?;
     let url = args.url.endpoint("/events");
     let exact = args.topic.as_ref().and_then(TopicPattern::exact);
     let mut stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
@@ -153,6 +165,9 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("reading {url} (check --url)"))?;
         let status = response.status();
+        if let Some(denied) = client::denied(status, response.headers(), sent_token) {
+            anyhow::bail!("{url}: {denied}");
+        }
         let body = response.bytes().await.context("reading a page")?;
         if !status.is_success() {
             anyhow::bail!(

@@ -633,3 +633,31 @@ async fn reading_commands_send_their_token_and_a_refusal_is_one_line() {
         );
     }
 }
+
+/// `logagg export` reads with the reader's token, like the other readers.
+#[tokio::test]
+async fn export_sends_its_token() {
+    let app = server_with_tokens(|_| {}).await;
+    let url = app.api.base.as_str();
+    let stored = Call::post(
+        "/publish",
+        "application/json",
+        event("cli.export", "1").to_string(),
+    )
+    .send(&app, Some(PUBLISHER))
+    .await;
+    assert_eq!(stored.status(), 200);
+    let export = ["export", "--url", url];
+    let ran = logagg(&export, &[], "").await;
+    assert!(!ran.success);
+    assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
+    assert!(
+        ran.stderr.contains("requires a bearer token"),
+        "{}",
+        ran.stderr
+    );
+    let ran = logagg(&export, &[("LOGAGG_TOKEN", READER)], "").await;
+    assert!(ran.success, "{}", ran.stderr);
+    let line: Value = serde_json::from_str(ran.stdout.trim()).expect("one event");
+    assert_eq!(line["event_id"], "1");
+}
