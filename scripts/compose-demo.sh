@@ -8,7 +8,7 @@
 # Steps, each printed with its result; the first failure stops the run
 # (exit 1) after printing the services' state and recent logs:
 #   1. images: scripts/compose-images.sh (PostgreSQL and HAProxy from Debian
-#      packages; cached, --rebuild makes them again) and
+#      packages; cached, --rebuild makes them from nothing) and
 #      scripts/docker-build-local.sh logagg-compose:local (the logagg image);
 #   2. `up -d`, then wait for the publisher demo (5000 events, 1000 of them
 #      repeats, through the balancer, --verify) and check its log says
@@ -163,7 +163,9 @@ probe() {
 tally() { uniq -c "$1" | awk '{ printf "%s%s× %s %s", (NR > 1 ? ", " : ""), $1, $2, $3 } END { print "" }'; }
 
 step "1. images"
-scripts/compose-images.sh "${rebuild[@]}" | sed 's/^/   /'
+scripts/compose-images.sh "${rebuild[@]}" >"$scratch/images.log" 2>&1 ||
+    { tail -n 20 "$scratch/images.log" >&2; fail "scripts/compose-images.sh ${rebuild[*]}"; }
+grep '^compose-images: ' "$scratch/images.log" | sed 's/^/   /'
 scripts/docker-build-local.sh "$LOGAGG_IMAGE" >"$scratch/build.log" 2>&1 ||
     { tail -n 20 "$scratch/build.log" >&2; fail "scripts/docker-build-local.sh $LOGAGG_IMAGE"; }
 for image in "$LOGAGG_POSTGRES_IMAGE" "$LOGAGG_BALANCER_IMAGE" "$LOGAGG_IMAGE"; do

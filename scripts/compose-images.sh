@@ -4,13 +4,18 @@
 #
 #   scripts/compose-images.sh [--rebuild]
 #
-# Three images, each skipped when it already exists (--rebuild makes all
-# three again):
+# Three images:
 #   logagg-debian:bookworm   a minimal Debian root filesystem made with
 #                            debootstrap (needs root and the debootstrap
-#                            package), imported with `docker import`
+#                            package), imported with `docker import`;
+#                            skipped when it exists
 #   logagg-postgres:local    deploy/images/postgres on that base
 #   logagg-haproxy:local     deploy/images/haproxy on that base
+# The last two are built every time, which Docker's layer cache makes a
+# no-op (a second or two) unless their directory changed, so an edited
+# Dockerfile is never ignored. --rebuild makes all three from nothing
+# (debootstrap again, `docker build --no-cache`), to pick up Debian's
+# latest packages.
 # The two builds run `apt-get install` inside the build container, so
 # Docker's default network must reach the Debian mirror.
 # LOGAGG_DEBIAN_MIRROR chooses the mirror (default http://deb.debian.org/debian).
@@ -34,11 +39,13 @@ case ${1:-} in
         ;;
 esac
 
-have_image() {
-    ! $rebuild && docker image inspect "$1" >/dev/null 2>&1
-}
+# Images a new build replaced (their tag moved on), removed at the end so
+# that every --rebuild does not leave ~800 MB of untagged images behind.
+replaced=()
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
 
-if have_image "$base"; then
+old_base=$(image_id "$base")
+if ! $rebuild && [[ -n $old_base ]]; then
     echo "compose-images: $base exists (--rebuild to make it again)"
 else
     if [[ $(id -u) != 0 ]]; then
@@ -68,22 +75,27 @@ SOURCES
         docker import --change 'CMD ["bash"]' - "$base" >/dev/null
     rm -rf "$work"
     echo "compose-images: built $base"
+    replaced+=("$old_base")
 fi
 
 # build_image TAG DIR: docker build DIR (its Dockerfile) on the base as TAG.
 build_image() {
-    if have_image "$1"; then
-        echo "compose-images: $1 exists (--rebuild to make it again)"
-        return
-    fi
     echo "compose-images: building $1 from $2"
     # --no-cache with --rebuild: a cached `apt-get install` layer would keep
     # the old packages.
-    local flags=()
+    local flags=() old
     if $rebuild; then flags+=(--no-cache); fi
+    old=$(image_id "$1")
     docker build "${flags[@]}" --build-arg "BASE=$base" --tag "$1" "$2"
     echo "compose-images: built $1"
+    [[ $old == "$(image_id "$1")" ]] || replaced=("$old" "${replaced[@]}")
 }
 
 build_image "$postgres" deploy/images/postgres
 build_image "$haproxy" deploy/images/haproxy
+
+# Best effort, by id (never a prune, which would touch other people's
+# images): an image still used by a container stays.
+for id in "${replaced[@]}"; do
+    if [[ -n $id ]]; then docker image rm "$id" >/dev/null 2>&1 || true; fi
+done
