@@ -136,8 +136,8 @@ expect_stats() {
 }
 
 # probe N: one event (topic demo.probe, id probe-N) through the balancer;
-# prints "CODE WHO" where WHO is logagg's problem type, or haproxy for the
-# balancer's own answer.
+# prints "CODE WHO", WHO saying who answered (a replica: logagg, or the
+# balancer itself: haproxy) and with what problem type and Retry-After.
 probe() {
     local body=$scratch/body headers=$scratch/headers code who retry
     printf '{"topic":"demo.probe","event_id":"probe-%s","timestamp":"2025-01-01T00:00:00Z","source":"compose-demo","payload":{"n":%s}}\n' \
@@ -146,13 +146,16 @@ probe() {
         -H 'Content-Type: application/json' --data "$(tail -n 1 "$scratch/probes.ndjson")" \
         "$url/publish" || true)
     if grep -qi '^content-type: application/problem+json' "$headers" 2>/dev/null; then
-        who="logagg:$(jq -r '.type | sub("urn:logagg:problem:"; "")' "$body")"
+        # deploy/haproxy.cfg answers in logagg's format too when no replica
+        # is healthy; its detail names the load balancer.
+        if grep -q 'load balancer' "$body"; then who=haproxy; else who=logagg; fi
+        who+=":$(jq -r '.type | sub("urn:logagg:problem:"; "")' "$body")"
         retry=$(grep -i '^retry-after:' "$headers" | tr -d '\r' | cut -d' ' -f2)
         [[ -n $retry ]] && who+=",Retry-After:$retry"
     elif [[ $code == 200 ]]; then
         who=logagg
     elif grep -qi 'no server is available' "$body" 2>/dev/null; then
-        who=haproxy:no-server-available
+        who=haproxy:html
     else
         who=other
     fi
