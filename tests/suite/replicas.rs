@@ -657,8 +657,9 @@ async fn a_replica_frozen_while_holding_the_append_lock_holds_the_others_up_for_
 /// `docker-compose.postgres.yml` is valid Compose (`config` parses and
 /// resolves it) and wires what the README says: PostgreSQL, three replicas
 /// on it, the balancer over all three, and the publisher through the
-/// balancer. Running it needs images a registry would provide; see the
-/// README for what was run.
+/// balancer. Running it needs images from a registry or the local builds of
+/// `scripts/compose-demo.sh`, which runs it for real but is too slow for CI
+/// (the README says what it printed).
 #[test]
 fn the_postgres_compose_file_is_valid_and_wires_three_replicas_behind_a_balancer() {
     let test = "the_postgres_compose_file_is_valid";
