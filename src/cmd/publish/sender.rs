@@ -130,14 +130,14 @@ impl Failure {
                     message.push_str(&format!("; and {more} more"));
                 }
                 message.push_str(
-                    "; fix that and publish again (the server drops what it already has)",
+                    "; fix that and publish again (what the server already stored counts as duplicates, never twice)",
                 );
                 message
             }
             Self::Denied(reason) => format!("{reason}; {} not stored", request.describe()),
             Self::GaveUp { last } => format!(
                 "gave up on {} after {} attempt(s), the last: {last}; publish again later \
-                 (the server drops what it already has)",
+                 (what the server already stored counts as duplicates, never twice)",
                 request.describe(),
                 delivery.attempts
             ),
