@@ -7,15 +7,41 @@ use serde::{Deserialize, Serialize};
 
 use super::query::{ApiQuery, NoParams};
 use super::{ApiError, AppState, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
-use crate::event::{FieldLimits, Topic};
-use crate::store::{EventQuery, StoredEvent, TopicSummary};
+use crate::event::{FieldLimits, TopicPattern};
+use crate::store::{EventQuery, StoredEvent, TimeRange, TopicSummary, event_millis};
 
-/// The query string of `GET /events`, as it arrived.
+/// The query string of `GET /events`, as it arrived. Every filter is
+/// optional and they combine; see [`EventQuery`] for what each costs.
 #[derive(Debug, Deserialize)]
 pub struct ListParams {
+    /// A topic, or a pattern in the `/subscribe` syntax (`auth.*`, `auth.>`).
     topic: Option<String>,
+    /// Only events with `seq > after`.
     after: Option<u64>,
+    /// Only events with `seq < before`.
+    before: Option<u64>,
     limit: Option<usize>,
+    /// `asc` (oldest first, the default) or `desc` (newest first).
+    order: Option<Order>,
+    /// Only events committed at or after this instant (`received_at`).
+    since: Option<String>,
+    /// Only events committed before this instant.
+    until: Option<String>,
+    /// Only events whose own `timestamp` is at or after this instant.
+    timestamp_since: Option<String>,
+    /// Only events whose own `timestamp` is before this instant.
+    timestamp_until: Option<String>,
+    /// Only events from this source.
+    source: Option<String>,
+}
+
+/// The order of a page of `GET /events`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    #[default]
+    Asc,
+    Desc,
 }
 
 impl ListParams {
@@ -23,7 +49,8 @@ impl ListParams {
     /// that the fuzz target `query` runs exactly what the handler runs.
     ///
     /// # Errors
-    /// 400 for a `limit` outside 1..=[`PAGE_LIMIT_MAX`] or a malformed topic.
+    /// 400 for a `limit` outside 1..=[`PAGE_LIMIT_MAX`], a malformed topic
+    /// pattern or source, or an instant that is not RFC 3339.
     pub fn into_query(self, fields: &FieldLimits) -> Result<EventQuery, ApiError> {
         let limit = self.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
         if !(1..=PAGE_LIMIT_MAX).contains(&limit) {
@@ -33,32 +60,77 @@ impl ListParams {
         }
         let topic = match self.topic {
             Some(topic) => Some(
-                Topic::parse(topic, fields)
+                TopicPattern::parse(&topic, fields)
                     .map_err(|reason| ApiError::BadRequest(format!("topic {reason}")))?,
             ),
             None => None,
         };
+        if let Some(source) = &self.source
+            && (source.is_empty() || source.len() > fields.field_bytes_max)
+        {
+            return Err(ApiError::BadRequest(format!(
+                "source must be 1-{} bytes",
+                fields.field_bytes_max
+            )));
+        }
         Ok(EventQuery {
-            topic: topic.map(|t| t.as_str().to_owned()),
+            topic,
             after: self.after.unwrap_or(0),
+            before: self.before,
+            received: TimeRange {
+                since: instant("since", self.since.as_deref())?,
+                until: instant("until", self.until.as_deref())?,
+            },
+            timestamp: TimeRange {
+                since: instant("timestamp_since", self.timestamp_since.as_deref())?,
+                until: instant("timestamp_until", self.timestamp_until.as_deref())?,
+            },
+            source: self.source,
+            newest_first: self.order == Some(Order::Desc),
             limit,
         })
     }
 }
 
+/// An instant parameter in milliseconds: RFC 3339, UTC when it has no
+/// offset (as event timestamps are read).
+fn instant(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    value
+        .map(|text| {
+            event_millis(text).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "{name} must be an RFC 3339 instant such as 2025-10-25T12:30:00Z, got {text:?}"
+                ))
+            })
+        })
+        .transpose()
+}
+
 #[derive(Serialize)]
 pub struct Page {
     events: Vec<StoredEvent>,
-    /// The `after` of the next page when this one came back full; `null`
-    /// when there was nothing more to read (poll again with the last `seq`).
-    next_after: Option<u64>,
-    /// With a `topic` filter: whether that topic has ever been published
+    /// Where the next page starts, when more may match.
+    #[serde(flatten)]
+    next: Next,
+    /// With an exact `topic`: whether that topic has ever been published
     /// to, so that an empty page for a misspelled topic says so.
     #[serde(skip_serializing_if = "Option::is_none")]
     topic_known: Option<bool>,
     /// For an unknown topic: stored topics with a close name.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     similar_topics: Vec<String>,
+}
+
+/// The cursor of the next page: `next_after` oldest first, `next_before`
+/// newest first. `null` when the range holds nothing more now (oldest
+/// first: poll again with the last `seq`). A page can be short and still
+/// have a cursor: filters that no index serves examine a bounded number
+/// of rows per page.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Next {
+    NextAfter(Option<u64>),
+    NextBefore(Option<u64>),
 }
 
 /// Most names `similar_topics` lists.
@@ -69,16 +141,21 @@ pub async fn list(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<Page>, ApiError> {
     let query = params.into_query(&state.limits.decode.fields)?;
-    let limit = query.limit;
-    let topic = query.topic.clone();
-    let events = state.store.events(query).await?;
-    let next_after = (events.len() == limit)
-        .then(|| events.last().map(|e| e.seq))
-        .flatten();
+    let newest_first = query.newest_first;
+    let topic = query
+        .topic
+        .as_ref()
+        .and_then(|p| p.exact())
+        .map(str::to_owned);
+    let found = state.store.events(query).await?;
     let mut page = Page {
         topic_known: topic.as_ref().map(|_| true),
-        events,
-        next_after,
+        events: found.events,
+        next: if newest_first {
+            Next::NextBefore(found.next)
+        } else {
+            Next::NextAfter(found.next)
+        },
         similar_topics: Vec::new(),
     };
     // Only an empty page asks whether its topic exists: one read of the

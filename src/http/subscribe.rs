@@ -240,13 +240,16 @@ impl Subscription {
     }
 
     async fn read_store(&mut self, limit: usize) -> Option<(Vec<Bytes>, usize, bool)> {
+        // An exact topic through its index; a pattern on every topic's
+        // rows, matched below, so that the cursor is the last row read.
         let query = EventQuery {
-            topic: self.pattern.exact().map(str::to_owned),
+            topic: self.pattern.exact().map(|_| self.pattern.clone()),
             after: self.cursor,
             limit,
+            ..EventQuery::default()
         };
         let page = match self.state.store.events(query).await {
-            Ok(page) => page,
+            Ok(page) => page.events,
             Err(error) => {
                 tracing::warn!(%error, pattern = %self.pattern, "ending subscriber stream");
                 return None;
