@@ -12,31 +12,41 @@ use crate::store::{EventQuery, StoredEvent, TimeRange, TopicSummary, event_milli
 
 /// The query string of `GET /events`, as it arrived. Every filter is
 /// optional and they combine; see [`EventQuery`] for what each costs.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// A topic, or a pattern in the `/subscribe` syntax (`auth.*`, `auth.>`).
+    #[param(min_length = 1, max_length = 255)]
     topic: Option<String>,
     /// Only events with `seq > after`.
     after: Option<u64>,
     /// Only events with `seq < before`.
     before: Option<u64>,
+    /// At most this many events (default 100).
+    #[param(minimum = 1, maximum = 10_000)]
     limit: Option<usize>,
     /// `asc` (oldest first, the default) or `desc` (newest first).
     order: Option<Order>,
-    /// Only events committed at or after this instant (`received_at`).
+    /// Only events committed at or after this instant (`received_at`;
+    /// RFC 3339, UTC without an offset).
+    #[param(format = DateTime)]
     since: Option<String>,
     /// Only events committed before this instant.
+    #[param(format = DateTime)]
     until: Option<String>,
     /// Only events whose own `timestamp` is at or after this instant.
+    #[param(format = DateTime)]
     timestamp_since: Option<String>,
     /// Only events whose own `timestamp` is before this instant.
+    #[param(format = DateTime)]
     timestamp_until: Option<String>,
     /// Only events from this source.
+    #[param(min_length = 1, max_length = 255)]
     source: Option<String>,
 }
 
 /// The order of a page of `GET /events`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Order {
     #[default]
@@ -106,7 +116,8 @@ fn instant(name: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
         .transpose()
 }
 
-#[derive(Serialize)]
+/// A page of `GET /events`.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Page {
     events: Vec<StoredEvent>,
     /// Where the next page starts, when more may match.
@@ -126,9 +137,9 @@ pub struct Page {
 /// first: poll again with the last `seq`). A page can be short and still
 /// have a cursor: filters that no index serves examine a bounded number
 /// of rows per page.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-enum Next {
+pub enum Next {
     NextAfter(Option<u64>),
     NextBefore(Option<u64>),
 }
@@ -136,6 +147,9 @@ enum Next {
 /// Most names `similar_topics` lists.
 const SIMILAR_TOPICS_MAX: usize = 5;
 
+/// Stored events, filtered and paged by `seq`.
+#[utoipa::path(get, path = "/events", tag = "read", params(ListParams),
+    responses((status = 200, description = "A page of events", body = Page)))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<ListParams>,
@@ -190,6 +204,13 @@ fn similar(topic: &str, topics: impl Iterator<Item = String>) -> Vec<String> {
         .collect()
 }
 
+/// One event by its key: "was this processed?"
+#[utoipa::path(get, path = "/events/{topic}/{event_id}", tag = "read",
+    params(("topic" = String, Path, description = "The event's topic"),
+           ("event_id" = String, Path, description = "The event's id")),
+    responses((status = 200, description = "The stored event", body = StoredEvent),
+              (status = 404, description = "Never stored", body = crate::api::Problem,
+               content_type = "application/problem+json")))]
 pub async fn one(
     State(state): State<AppState>,
     ApiQuery(NoParams {}): ApiQuery<NoParams>,
@@ -202,11 +223,15 @@ pub async fn one(
     found.map(Json).ok_or(not_found)
 }
 
-#[derive(Serialize)]
+/// The body of `GET /topics`.
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Topics {
     topics: Vec<TopicSummary>,
 }
 
+/// Every topic with its event count and newest `seq`.
+#[utoipa::path(get, path = "/topics", tag = "read",
+    responses((status = 200, description = "The topics, by name", body = Topics)))]
 pub async fn topics(
     State(state): State<AppState>,
     ApiQuery(NoParams {}): ApiQuery<NoParams>,

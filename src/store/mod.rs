@@ -180,13 +180,15 @@ pub enum Outcome {
 
 /// A stored event as readers see it: the event as sent plus `seq` and
 /// `received_at`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredEvent {
     pub seq: u64,
     pub topic: String,
     pub event_id: String,
     pub timestamp: String,
     pub source: String,
+    /// A JSON object, byte for byte as published.
+    #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
     /// When the event was committed, RFC 3339 UTC with milliseconds.
     pub received_at: String,

@@ -17,6 +17,7 @@ mod durability;
 mod formats;
 mod headers;
 mod metrics;
+mod openapi;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod publisher;
