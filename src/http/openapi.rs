@@ -77,7 +77,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 pub struct ApiDoc;
 
 /// An event as published to `POST /publish`.
-#[derive(ToSchema)]
+#[derive(serde::Serialize, ToSchema)]
 #[allow(dead_code)] // A schema only: publishes are decoded by `decode::publish`.
 pub struct EventIn {
     /// 1-255 bytes, no whitespace or control characters, no `*` or `>`.
@@ -96,7 +96,8 @@ pub struct EventIn {
 }
 
 /// The body of `POST /publish` as JSON: one event or an array of events.
-#[derive(ToSchema)]
+#[derive(serde::Serialize, ToSchema)]
+#[serde(untagged)]
 #[allow(dead_code)] // A schema only.
 pub enum EventsIn {
     One(EventIn),

@@ -19,7 +19,7 @@ use crate::decode::raw::{self, RawOptions};
 #[utoipa::path(post, path = "/publish", tag = "ingest",
     request_body(content(
         (super::openapi::EventsIn = "application/json"),
-        (String = "application/x-ndjson", example = json!("{\"topic\":\"a\",\"event_id\":\"1\",\"timestamp\":\"2025-10-25T12:30:00Z\",\"source\":\"s\",\"payload\":{}}\n")),
+        (String = "application/x-ndjson"),
     )),
     responses((status = 200, description = "Committed: what became of the events", body = Receipt)))]
 pub async fn publish(
