@@ -16,6 +16,8 @@
 //!   ([`http::ApiError`]). `GET /` is the dashboard, a static page that
 //!   reads the same API from the browser. [`http::auth`] guards each group
 //!   of routes with a bearer-token scope when `--auth-tokens` is given.
+//!   [`http::openapi`] generates the OpenAPI 3.1 document of every route
+//!   from the handlers' attributes and the wire types.
 //! - [`ingest`]: the bounded queue between publish handlers and the single
 //!   consumer task, which commits many requests per transaction (group
 //!   commit) and answers each after the commit, then announces it to the
