@@ -16,11 +16,15 @@
 # default set; they need the PostgreSQL server binaries: LOGAGG_PG_BIN, or
 # initdb on the PATH, or Debian's /usr/lib/postgresql/*/bin;
 # PG_BATCH_EVENTS and PG_SINGLE_EVENTS shrink them for a quick look), and
-# the store matrix: matrix-fresh, matrix-single and matrix-big, and
+# the store matrix: matrix-fresh, matrix-single and matrix-big;
 # retention (not in the default set; ~3 minutes): publish latency while
 # expiry purges a filled store (PURGE_EVENTS, default 300,000), beside the
 # same load with nothing to purge, and the store's size on disk under a
-# steady load with --retain-for 20s --dedup-horizon 40s.
+# steady load with --retain-for 20s --dedup-horizon 40s; and query
+# (not in the default set): a store of QUERY_EVENTS (default 10,000,000)
+# events, then QUERY_PAGES (default 500) pages of 100 of each kind of
+# /events filter, p50/p99, while a publisher adds QUERY_INGEST_RATE
+# (default 10,000) events/s.
 #
 # The matrix scenarios run each load against this build's server and, when
 # BASELINE names another logagg binary (or BASELINE_REV a git revision, built
@@ -374,6 +378,80 @@ scenario_big() {
     printf '%-19s %10s events/s appending 500,000 (20%% dup) to 10,000,000; peak RSS %s MiB\n' \
       "big-ingest-$ids" "$rate" "$((peak / 1024))"
   done
+}
+
+scenario_query() {
+  # A store of QUERY_EVENTS uuid7 events in 8 topics (load.0 ... load.7),
+  # filled in chunks of 1,000,000; then pages of 100 by topic pattern (the
+  # 8 topics' indexes merged), newest first, by one topic, and by a
+  # commit-time range, each from a random point of the store, while a
+  # publisher keeps ingesting.
+  local dir events=${QUERY_EVENTS:-10000000} pages=${QUERY_PAGES:-500} left chunk out t0 t1 ingest
+  dir=$(fresh_dir)
+  start_server "$dir"
+  t0=$(date +%s.%N)
+  left=$events
+  while [ "$left" -gt 0 ]; do
+    chunk=$((left < 1000000 ? left : 1000000))
+    out=$(publish --generate "$chunk" --batch-size 1000 --concurrency 8 --ids uuid7 --topics 8 --payload-bytes 100)
+    left=$((left - chunk))
+    log "query: filled $((events - left))/$events at $(field "$out" events_per_second) events/s"
+  done
+  t1=$(date +%s.%N)
+  printf '%-19s %s events in %s s (%s on disk)\n' query-fill "$events" \
+    "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", b-a}')" "$(du -sh "$dir" | cut -f1)"
+  "$BIN" publish --url "$URL" --generate 1000000 --rate "${QUERY_INGEST_RATE:-10000}" --batch-size 100 \
+    --concurrency 2 --ids uuid7 --topics 8 --payload-bytes 100 >/dev/null 2>"$WORK/ingest.err" &
+  ingest=$!
+  sleep 2
+  kill -0 "$ingest" 2>/dev/null || { log "query: the ingest load stopped: $(cat "$WORK/ingest.err")"; return 1; }
+  python3 - "$URL" "$pages" <<'PY'
+import http.client, json, random, statistics, sys, time, urllib.parse
+from datetime import datetime, timedelta
+url, pages = urllib.parse.urlparse(sys.argv[1]), int(sys.argv[2])
+conn = http.client.HTTPConnection(url.hostname, url.port)
+def get(path):
+    t = time.perf_counter()
+    conn.request("GET", path)
+    response = conn.getresponse()
+    body = response.read()
+    elapsed = time.perf_counter() - t
+    assert response.status == 200, (path, response.status, body[:300])
+    return json.loads(body), elapsed
+first, _ = get("/events?limit=1")
+last, _ = get("/events?limit=1&order=desc")
+top = last["events"][0]["seq"]
+t_first = datetime.fromisoformat(first["events"][0]["received_at"].replace("Z", "+00:00"))
+t_last = datetime.fromisoformat(last["events"][0]["received_at"].replace("Z", "+00:00"))
+span = (t_last - t_first).total_seconds()
+def instant(seconds):
+    return urllib.parse.quote((t_first + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z"))
+kinds = {
+    "query-pattern": lambda: f"/events?topic=load.*&after={random.randrange(top)}&limit=100",
+    "query-pattern-desc": lambda: f"/events?topic=load.*&order=desc&before={random.randrange(top) + 1}&limit=100",
+    "query-topic": lambda: f"/events?topic=load.3&after={random.randrange(top)}&limit=100",
+    "query-time": lambda: (lambda s: f"/events?since={instant(s)}&until={instant(s + 60)}&limit=100")(random.uniform(0, span)),
+    "query-time-pattern": lambda: (lambda s: f"/events?topic=load.*&since={instant(s)}&limit=100")(random.uniform(0, span)),
+}
+started, (stats, _) = time.monotonic(), get("/stats")
+for name, make in kinds.items():
+    samples, short = [], 0
+    for _ in range(pages):
+        page, elapsed = get(make())
+        samples.append(elapsed)
+        short += len(page["events"]) < 100
+    samples.sort()
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    print(f"{name:<19} p50 {statistics.median(samples) * 1e3:6.2f} ms  p99 {p99 * 1e3:6.2f} ms  "
+          f"({pages} pages of 100 over {top:,} events; {short} short)")
+(after, _), elapsed = get("/stats"), time.monotonic() - started
+added = after["last_seq"] - stats["last_seq"]
+print(f"query-ingest        {added / elapsed:,.0f} events/s stored meanwhile ({added:,} in {elapsed:.0f} s)")
+PY
+  kill "$ingest" 2>/dev/null || true
+  wait "$ingest" 2>/dev/null || true
+  stop_server
+  rm -rf "$dir"
 }
 
 # --- PostgreSQL ------------------------------------------------------------

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a committed publish request did: the body of a 200 from
 /// `POST /publish`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Receipt {
     pub received: u64,
     pub unique: u64,
@@ -33,7 +33,7 @@ impl Receipt {
 }
 
 /// The ingest counters, as committed with the events: part of `/stats`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Counters {
     pub received: u64,
     pub unique_processed: u64,
@@ -45,12 +45,13 @@ pub struct Counters {
 }
 
 /// What is wrong with one field of one event in a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Position of the event in the request (0-based; for NDJSON, the n-th
     /// event, not counting blank lines).
     pub index: usize,
     /// The field, or `None` when the event as a whole is wrong.
+    #[schema(value_type = Option<String>)]
     pub field: Option<Cow<'static, str>>,
     pub message: String,
 }
@@ -76,7 +77,7 @@ impl FieldError {
 }
 
 /// An RFC 9457 problem document: the body of every error answer.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A stable URI naming the kind of problem (`urn:logagg:problem:<slug>`).
     #[serde(rename = "type", default)]
@@ -105,7 +106,7 @@ impl Problem {
 }
 
 /// One topic with its number of stored events and the `seq` of the newest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TopicSummary {
     pub topic: String,
     /// Events stored now (expired ones are not counted).
@@ -123,7 +124,7 @@ fn is_zero(value: &u64) -> bool {
 }
 
 /// The body of `GET /stats`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Stats {
     #[serde(flatten)]
     pub counters: Counters,
@@ -153,7 +154,7 @@ pub struct Stats {
 }
 
 /// The body of `GET /health`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     /// `ok`, or `degraded` while it serves reads but cannot store events.
     pub status: String,

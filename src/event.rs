@@ -364,6 +364,20 @@ impl TopicPattern {
         (!self.wildcard).then_some(self.pattern.as_str())
     }
 
+    /// The text every matching topic starts with: the pattern up to its
+    /// first wildcard token (`auth.` for `auth.*.x`; empty for `*.x`).
+    pub fn literal_prefix(&self) -> String {
+        let mut prefix = String::new();
+        for token in self.pattern.split('.') {
+            if token == "*" || token == ">" {
+                return prefix;
+            }
+            prefix.push_str(token);
+            prefix.push('.');
+        }
+        self.pattern.clone()
+    }
+
     pub fn matches(&self, topic: &str) -> bool {
         if !self.wildcard {
             return self.pattern == topic;

@@ -18,6 +18,8 @@
 //!   of routes with a bearer-token scope when `--auth-tokens` is given.
 //!   [`http::serve`] is the accept loop: connections bounded in number and
 //!   time, optionally over TLS ([`http::tls`]).
+//!   [`http::openapi`] generates the OpenAPI 3.1 document of every route
+//!   from the handlers' attributes and the wire types.
 //! - [`ingest`]: the bounded queue between publish handlers and the single
 //!   consumer task, which commits many requests per transaction (group
 //!   commit) and answers each after the commit, then announces it to the

@@ -1,6 +1,8 @@
 # Python clients for tests/suite/clients.rs: the OpenTelemetry SDK with its
 # OTLP/HTTP exporters (protobuf and JSON) and a Loki logging handler, pinned
-# in tests/clients/requirements.txt, in a venv of their own. Reinstalled only
+# in tests/clients/requirements.txt, in a venv of their own; and schemathesis,
+# which tests/suite/openapi.rs runs against a live server (it finds it in
+# the venv's bin/, beside LOGAGG_TEST_PYTHON). Reinstalled only
 # when the requirements change. Exports LOGAGG_TEST_PYTHON for the tests.
 venv="${LOGAGG_PY_CLIENTS_VENV:-$HOME/.cache/logagg/py-clients}"
 requirements=tests/clients/requirements.txt

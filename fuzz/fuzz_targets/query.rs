@@ -16,7 +16,7 @@ use axum::extract::Query;
 use axum::http::{HeaderValue, Uri};
 use axum::response::IntoResponse;
 use libfuzzer_sys::fuzz_target;
-use logagg::event::{FieldLimits, Topic};
+use logagg::event::FieldLimits;
 use logagg::http::{ApiError, ListParams, PAGE_LIMIT_MAX, SubscribeParams};
 
 const FIELDS: FieldLimits = FieldLimits {
@@ -45,8 +45,9 @@ fuzz_target!(|data: &[u8]| {
         match params.into_query(&FIELDS) {
             Ok(query) => {
                 assert!((1..=PAGE_LIMIT_MAX).contains(&query.limit));
-                if let Some(topic) = query.topic {
-                    Topic::parse(topic, &FIELDS).expect("an accepted topic is valid");
+                if let Some(pattern) = query.topic {
+                    let again = logagg::event::TopicPattern::parse(&pattern.to_string(), &FIELDS);
+                    assert_eq!(again.as_ref(), Ok(&pattern));
                 }
             }
             Err(error) => assert_client_error(error),

@@ -8,8 +8,9 @@
 //! bytes included), the format `logagg subscribe` prints. A progress bar
 //! goes to stderr for a large export (stdout not a terminal, stderr one).
 //!
-//! `/events` filters by exact topic only, so a pattern with `*` or `>` is
-//! matched here, on pages of every topic: it reads the whole range.
+//! The pattern, `--since`/`--until` and `--source` are `/events` filters,
+//! applied by the server through its indexes; while following, the server
+//! filters the pattern and this command the source.
 
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
@@ -31,14 +32,26 @@ use crate::event::{FieldLimits, TopicPattern};
 #[derive(Debug, Clone, Args)]
 pub struct EventsArgs {
     /// Topic or topic pattern (`auth.login`, `auth.*`, `auth.>`); every
-    /// topic when absent. An exact topic is filtered by the server (by its
-    /// index); a pattern with `*` or `>` is matched by this command on every
-    /// page of all topics, so it reads the whole range.
+    /// topic when absent. The server reads the index of each matching topic.
     pub pattern: Option<String>,
 
     /// Start after this seq (0: from the first stored event).
     #[arg(long, default_value_t = 0)]
     pub after: u64,
+
+    /// Only events committed at or after this instant: RFC 3339
+    /// (`2025-10-25T12:00:00Z`) or an age (`15m`, `2h`, `1d`: that long ago).
+    #[arg(long, value_parser = parse_instant)]
+    pub since: Option<String>,
+
+    /// Only events committed before this instant (same forms as --since);
+    /// not with --follow.
+    #[arg(long, value_parser = parse_instant, conflicts_with = "follow")]
+    pub until: Option<String>,
+
+    /// Only events from this source.
+    #[arg(long)]
+    pub source: Option<String>,
 
     /// Stop after printing this many events.
     #[arg(long)]
@@ -55,6 +68,22 @@ pub struct EventsArgs {
 
     #[command(flatten)]
     pub read: ReadArgs,
+}
+
+/// An instant for the server: RFC 3339 as given, or an age (`15m`) turned
+/// into the RFC 3339 instant that long before now.
+fn parse_instant(text: &str) -> Result<String, String> {
+    if chrono::DateTime::parse_from_rfc3339(text).is_ok() {
+        return Ok(text.to_owned());
+    }
+    let age = humantime::parse_duration(text).map_err(|_| {
+        format!("expected an RFC 3339 instant (2025-10-25T12:00:00Z) or an age (15m, 2h, 1d), got {text:?}")
+    })?;
+    let age = chrono::Duration::from_std(age).map_err(|_| format!("{text:?} is too long ago"))?;
+    let at = chrono::Utc::now()
+        .checked_sub_signed(age)
+        .ok_or_else(|| format!("{text:?} is too long ago"))?;
+    Ok(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
 /// Reads a page of at least this many events ahead shows a progress bar.
@@ -144,16 +173,20 @@ impl<W: Write> Reader<'_, W> {
         let progress = self.progress().await;
         while !self.done() {
             let mut limit = self.args.page_size;
-            if let (Some(_), Some(total)) = (&exact, self.args.limit) {
+            if let Some(total) = self.args.limit {
                 limit = limit.min(total - self.printed);
             }
             let mut query = vec![
                 ("after", self.cursor.to_string()),
                 ("limit", limit.to_string()),
             ];
-            if let Some(topic) = &exact {
-                query.push(("topic", topic.clone()));
-            }
+            let filters = [
+                ("topic", self.pattern.map(ToString::to_string)),
+                ("since", self.args.since.clone()),
+                ("until", self.args.until.clone()),
+                ("source", self.args.source.clone()),
+            ];
+            query.extend(filters.into_iter().filter_map(|(n, v)| v.map(|v| (n, v))));
             let page: Page = get_json(&self.http, &self.args.read.url, "/events", &query).await?;
             if page.topic_known == Some(false) {
                 let similar = if page.similar_topics.is_empty() {
@@ -170,10 +203,13 @@ impl<W: Write> Reader<'_, W> {
             }
             let raw: Vec<&str> = page.events.iter().map(|e| e.get()).collect();
             progress.suspend(|| self.print(&raw))?;
-            progress.set_position(self.cursor);
-            if page.next_after.is_none() {
+            // A short page can still have a cursor past its last event (the
+            // server examines a bounded number of rows per page).
+            let Some(next) = page.next_after else {
                 break;
-            }
+            };
+            self.cursor = self.cursor.max(next);
+            progress.set_position(self.cursor);
         }
         progress.finish_and_clear();
         Ok(())
@@ -220,7 +256,9 @@ impl<W: Write> Reader<'_, W> {
                 continue; // Already read; never repeat (a reconnection).
             }
             self.cursor = row.seq;
-            if self.pattern.is_none_or(|p| p.matches(&row.topic)) {
+            if self.pattern.is_none_or(|p| p.matches(&row.topic))
+                && self.args.source.as_deref().is_none_or(|s| s == row.source)
+            {
                 self.printed += 1;
                 rows.push((row, *text));
             }

@@ -6,7 +6,8 @@
 //! `read` for every read route, and `/health` and `/metrics` as
 //! `--health-access` and `--metrics-access` say; `admin` holds every scope.
 //! The dashboard page (`GET /`) stays open: it is static and holds no data,
-//! and its own requests send the reader's token. Without a tokens file no
+//! and its own requests send the reader's token; so does `/openapi.json`,
+//! which describes the API. Without a tokens file no
 //! route is wrapped and every route is open, as before authentication
 //! existed.
 //!

@@ -92,6 +92,9 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
 }
 
 /// The dashboard page.
+#[utoipa::path(get, path = "/", tag = "operate",
+    responses((status = 200, description = "The live dashboard", body = String, content_type = "text/html; charset=utf-8"),
+              (status = 304, description = "The page is unchanged (If-None-Match)")))]
 pub async fn page(headers: HeaderMap) -> Response {
     let page = &*PAGE;
     let common = [

@@ -12,6 +12,13 @@ use super::{ApiError, AppState};
 use crate::decode::Encoding;
 use crate::decode::loki::decode;
 
+/// The Loki push API; answers 204 once every entry is committed.
+#[utoipa::path(post, path = "/loki/api/v1/push", tag = "ingest",
+    request_body(content(
+        (Vec<u8> = "application/x-protobuf"),
+        (Object = "application/json"),
+    )),
+    responses((status = 204, description = "Committed")))]
 pub async fn push(
     State(state): State<AppState>,
     ApiQuery(NoParams {}): ApiQuery<NoParams>,

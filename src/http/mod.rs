@@ -18,6 +18,7 @@ mod events;
 mod ingest;
 mod listener;
 mod loki;
+pub mod openapi;
 mod otlp;
 mod publish;
 mod query;
@@ -170,6 +171,8 @@ pub fn router(state: AppState) -> Router {
     let access = state.access.clone();
     let routes = Router::new()
         .route("/", get(dashboard::page))
+        // Open whatever the tokens: it describes the API, holds no data.
+        .route("/openapi.json", get(openapi::document))
         .merge(access.guard(ingest_routes(), Scope::Publish))
         .merge(access.guard(read_routes(), Scope::Read))
         .merge(access.guard_health(Router::new().route("/health", get(stats::health))))

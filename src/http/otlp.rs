@@ -21,6 +21,14 @@ use super::{ApiError, AppState};
 use crate::decode::Encoding;
 use crate::decode::otlp::{decode, response, response_json};
 
+/// OTLP/HTTP logs; answers once the records are committed.
+#[utoipa::path(post, path = "/v1/logs", tag = "ingest",
+    request_body(content(
+        (Vec<u8> = "application/x-protobuf"),
+        (Object = "application/json"),
+    )),
+    responses((status = 200, description = "Committed: an ExportLogsServiceResponse in the request's encoding",
+               content((Vec<u8> = "application/x-protobuf"), (Object = "application/json")))))]
 pub async fn export_logs(
     State(state): State<AppState>,
     ApiQuery(NoParams {}): ApiQuery<NoParams>,

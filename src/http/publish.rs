@@ -16,6 +16,13 @@ use crate::api::Receipt;
 use crate::decode::publish::{Format, decode};
 use crate::decode::raw::{self, RawOptions};
 
+/// Events in logagg's own format; answers once they are durable.
+#[utoipa::path(post, path = "/publish", tag = "ingest",
+    request_body(content(
+        (super::openapi::EventsIn = "application/json"),
+        (String = "application/x-ndjson"),
+    )),
+    responses((status = 200, description = "Committed: what became of the events", body = Receipt)))]
 pub async fn publish(
     State(state): State<AppState>,
     ApiQuery(NoParams {}): ApiQuery<NoParams>,
@@ -38,7 +45,8 @@ pub async fn publish(
 }
 
 /// What `POST /publish/{topic}` may say about its records.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RawQuery {
     /// The record field holding its event id (else a hash of the record).
@@ -55,6 +63,15 @@ pub const SOURCE_HEADER: &str = "x-logagg-source";
 /// `POST /publish/{topic}`: records from a log shipper (JSON objects in any
 /// layout, or text lines) into one topic, through the shared ingest path.
 /// Answers with the same receipt as `/publish`, after the commit.
+#[utoipa::path(post, path = "/publish/{topic}", tag = "ingest",
+    params(("topic" = String, Path, description = "The topic every record goes to"), RawQuery,
+           ("x-logagg-source" = Option<String>, Header, description = "The records' source")),
+    request_body(content(
+        (Object = "application/json"),
+        (String = "application/x-ndjson"),
+        (String = "text/plain"),
+    )),
+    responses((status = 200, description = "Committed: what became of the records", body = Receipt)))]
 pub async fn publish_raw(
     State(state): State<AppState>,
     ApiPath(topic): ApiPath<String>,

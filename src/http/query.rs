@@ -142,7 +142,21 @@ mod tests {
 
     #[test]
     fn accepted_names_come_from_the_params_struct() {
-        assert_eq!(accepted::<ListParams>(), ["topic", "after", "limit"]);
+        assert_eq!(
+            accepted::<ListParams>(),
+            [
+                "topic",
+                "after",
+                "before",
+                "limit",
+                "order",
+                "since",
+                "until",
+                "timestamp_since",
+                "timestamp_until",
+                "source"
+            ]
+        );
         assert_eq!(accepted::<SubscribeParams>(), ["topic", "from"]);
         assert!(accepted::<NoParams>().is_empty());
     }

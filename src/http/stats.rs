@@ -13,6 +13,8 @@ use crate::metrics::Exposition;
 /// The counters, topics and `last_seq` come from one snapshot of the store
 /// (committed with the events, so they agree with each other and with what
 /// `/events` shows); the rest is live process state.
+#[utoipa::path(get, path = "/stats", tag = "read",
+    responses((status = 200, description = "Counters and live state", body = Stats)))]
 pub async fn stats(
     State(state): State<AppState>,
     ApiQuery(NoParams {}): ApiQuery<NoParams>,
@@ -41,6 +43,10 @@ pub async fn stats(
 /// restarting it would not make room, so a load balancer or orchestrator
 /// should keep it in rotation (and alert) rather than take it out or
 /// restart it (docs/architecture.md).
+#[utoipa::path(get, path = "/health", tag = "operate",
+    responses((status = 200, description = "Serving (`ok`, or `degraded` on a full disk)", body = Health),
+              (status = 503, description = "Shutting down, or the store or consumer is gone",
+               body = crate::api::Problem, content_type = "application/problem+json")))]
 pub async fn health(
     State(state): State<AppState>,
     ApiQuery(NoParams {}): ApiQuery<NoParams>,
@@ -75,6 +81,10 @@ pub async fn health(
 
 /// The metrics in the format the scraper asks for (OpenMetrics, else the
 /// classic text format; see [`Exposition`]).
+#[utoipa::path(get, path = "/metrics", tag = "operate",
+    responses((status = 200, description = "Prometheus text format 0.0.4, or OpenMetrics when Accept asks for it",
+               content((String = "text/plain; version=0.0.4; charset=utf-8"),
+                       (String = "application/openmetrics-text; version=1.0.0; charset=utf-8")))))]
 pub async fn metrics(
     State(state): State<AppState>,
     ApiQuery(NoParams {}): ApiQuery<NoParams>,

@@ -81,9 +81,13 @@ impl Registry {
 }
 
 /// The query string of `GET /subscribe`, as it arrived.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SubscribeParams {
+    /// The topic pattern to follow (`auth.*`, `auth.>`, `>`); required.
+    #[param(required = true, min_length = 1, max_length = 255)]
     topic: Option<String>,
+    /// Start after this `seq` (default 0), or `now`.
     from: Option<String>,
 }
 
@@ -116,6 +120,12 @@ impl SubscribeParams {
     }
 }
 
+/// Server-Sent Events: stored events after the cursor, then live ones.
+#[utoipa::path(get, path = "/subscribe", tag = "read",
+    params(SubscribeParams,
+           ("last-event-id" = Option<String>, Header, description = "Resume after this `seq` (wins over `from`)")),
+    responses((status = 200, description = "An SSE stream; each event's `id:` is its `seq`, `data:` the event as in `/events`",
+               body = String, content_type = "text/event-stream")))]
 pub async fn subscribe(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -252,13 +262,16 @@ impl Subscription {
     }
 
     async fn read_store(&mut self, limit: usize) -> Option<(Vec<Bytes>, usize, bool)> {
+        // An exact topic through its index; a pattern on every topic's
+        // rows, matched below, so that the cursor is the last row read.
         let query = EventQuery {
-            topic: self.pattern.exact().map(str::to_owned),
+            topic: self.pattern.exact().map(|_| self.pattern.clone()),
             after: self.cursor,
             limit,
+            ..EventQuery::default()
         };
         let page = match self.state.store.events(query).await {
-            Ok(page) => page,
+            Ok(page) => page.events,
             Err(error) => {
                 tracing::warn!(%error, pattern = %self.pattern, "ending subscriber stream");
                 return None;

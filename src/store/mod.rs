@@ -23,6 +23,8 @@
 //!   never later finds an event with `seq < c` appear. [`Commit`] reports
 //!   the range a commit covers, which is how the live tail stays gapless
 //!   (also across replicas that share a store).
+//! - **`received_at` never decreases with `seq`**, so a time range of
+//!   commits is a range of `seq` (see [`EventQuery`]).
 //! - **Counters committed with the events**, so they always agree with what
 //!   is stored, across any crash or restart; [`Store::stats`] reads them and
 //!   the newest `seq` from one consistent snapshot.
@@ -58,7 +60,7 @@ use serde_json::value::RawValue;
 use tokio::sync::watch;
 
 pub use crate::api::{Counters, TopicSummary};
-use crate::event::Event;
+use crate::event::{Event, TopicPattern};
 use crate::retention::{ExpireReport, RetentionPolicy};
 
 #[cfg(feature = "postgres")]
@@ -185,13 +187,15 @@ pub enum Outcome {
 
 /// A stored event as readers see it: the event as sent plus `seq` and
 /// `received_at`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StoredEvent {
     pub seq: u64,
     pub topic: String,
     pub event_id: String,
     pub timestamp: String,
     pub source: String,
+    /// A JSON object, byte for byte as published.
+    #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
     /// When the event was committed, RFC 3339 UTC with milliseconds.
     pub received_at: String,
@@ -243,15 +247,158 @@ impl CommitTime {
     }
 }
 
-/// A page request over stored events in `seq` order.
+/// A page request over stored events in `seq` order: every filter is
+/// optional and they combine (all must hold).
+///
+/// How each is served, so that a page costs the same on a store of any
+/// size: `seq` bounds (`after`, `before`) and the `received_at` range are a
+/// range of the events' `seq` key (`received_at` never decreases with
+/// `seq`, see [`Store::append`], so a time range is a `seq` range, found by
+/// binary search); a topic pattern is resolved against the topic list
+/// first and read through the `(topic, seq)` index of each matching topic,
+/// merged by `seq`. `source`, the event `timestamp` range and a pattern
+/// matching more than [`PATTERN_TOPICS_MAX`] topics are checked row by row
+/// on that range, at most [`SCAN_BUDGET`] rows per page: a page may then
+/// come back short with a cursor to go on from ([`EventPage::next`]).
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
-    /// Only this topic; all topics when `None`.
-    pub topic: Option<String>,
+    /// Only topics this pattern matches (an exact topic when it has no
+    /// wildcard); all topics when `None`.
+    pub topic: Option<TopicPattern>,
     /// Only events with `seq > after`.
     pub after: u64,
+    /// Only events with `seq < before`.
+    pub before: Option<u64>,
+    /// Only events committed in this range (`received_at`).
+    pub received: TimeRange,
+    /// Only events whose own `timestamp` is in this range.
+    pub timestamp: TimeRange,
+    /// Only events from this source.
+    pub source: Option<String>,
+    /// Newest first: the page starts at the upper bound.
+    pub newest_first: bool,
     /// At most this many events.
     pub limit: usize,
+}
+
+/// A half-open range of instants, milliseconds since the Unix epoch:
+/// `since <= t < until`; an absent bound is open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeRange {
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+}
+
+impl TimeRange {
+    pub fn contains(&self, millis: i64) -> bool {
+        self.since.is_none_or(|s| millis >= s) && self.until.is_none_or(|u| millis < u)
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.since.is_none() && self.until.is_none()
+    }
+}
+
+/// Most rows a page examines for the filters that no index serves
+/// (`source`, the event `timestamp`, a pattern over many topics), so a page
+/// with a rare match costs a bounded read instead of a scan of the store.
+pub const SCAN_BUDGET: usize = 10_000;
+
+/// Most topics a pattern is read through, one index range each; a pattern
+/// matching more is checked row by row on the `seq` range instead.
+pub const PATTERN_TOPICS_MAX: usize = 64;
+
+impl EventQuery {
+    /// Whether `event` passes the filters that are checked row by row. The
+    /// topic is checked here too, so a backend may read more topics than
+    /// the pattern matches.
+    pub fn admits(&self, event: &StoredEvent) -> bool {
+        self.topic.as_ref().is_none_or(|p| p.matches(&event.topic))
+            && self.source.as_ref().is_none_or(|s| *s == event.source)
+            && (self.timestamp.is_open()
+                || event_millis(&event.timestamp).is_some_and(|t| self.timestamp.contains(t)))
+    }
+
+    /// The stored topics this query reads through their index, or `None`
+    /// when it reads every topic's rows (no pattern, or one matching more
+    /// than [`PATTERN_TOPICS_MAX`] topics).
+    pub fn index_topics(&self, stored: impl IntoIterator<Item = String>) -> Option<Vec<String>> {
+        let pattern = self.topic.as_ref()?;
+        if let Some(exact) = pattern.exact() {
+            return Some(vec![exact.to_owned()]);
+        }
+        let matching: Vec<String> = stored
+            .into_iter()
+            .filter(|t| pattern.matches(t))
+            .take(PATTERN_TOPICS_MAX + 1)
+            .collect();
+        (matching.len() <= PATTERN_TOPICS_MAX).then_some(matching)
+    }
+}
+
+/// An event's own `timestamp` (stored as sent: RFC 3339, UTC when it has
+/// no offset) in milliseconds, or `None` when it does not parse.
+pub fn event_millis(timestamp: &str) -> Option<i64> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(timestamp) {
+        return Some(t.timestamp_millis());
+    }
+    timestamp
+        .parse::<chrono::NaiveDateTime>()
+        .ok()
+        .map(|t| t.and_utc().timestamp_millis())
+}
+
+/// One page of [`Store::events`].
+#[derive(Debug, Clone, Default)]
+pub struct EventPage {
+    /// In `seq` order, or newest first when asked.
+    pub events: Vec<StoredEvent>,
+    /// Where the next page starts (its `after`, or its `before` newest
+    /// first) when more may match: the page is full, or it stopped at
+    /// [`SCAN_BUDGET`]. `None` when the range holds nothing more now.
+    pub next: Option<u64>,
+}
+
+/// Merges per-topic streams (each in the query's order) into one page:
+/// the shared scan both backends run over the rows their indexes give.
+/// `streams` yield `Result<StoredEvent, E>`.
+pub(crate) fn merge_page<E>(
+    query: &EventQuery,
+    mut streams: Vec<impl Iterator<Item = Result<StoredEvent, E>>>,
+) -> Result<EventPage, E> {
+    let mut heads: Vec<Option<StoredEvent>> = Vec::with_capacity(streams.len());
+    for stream in &mut streams {
+        heads.push(stream.next().transpose()?);
+    }
+    let mut page = EventPage::default();
+    let mut examined = 0;
+    loop {
+        let pick = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(i, head)| head.as_ref().map(|e| (i, e.seq)))
+            .reduce(|a, b| {
+                let b_first = if query.newest_first {
+                    b.1 > a.1
+                } else {
+                    b.1 < a.1
+                };
+                if b_first { b } else { a }
+            });
+        let Some((index, seq)) = pick else {
+            return Ok(page);
+        };
+        let event = heads[index].take().expect("picked a present head");
+        heads[index] = streams[index].next().transpose()?;
+        examined += 1;
+        if query.admits(&event) {
+            page.events.push(event);
+        }
+        if page.events.len() >= query.limit || examined >= SCAN_BUDGET {
+            page.next = Some(seq);
+            return Ok(page);
+        }
+    }
 }
 
 /// What one [`Store::append`] did.
@@ -320,7 +467,10 @@ pub enum StoreError {
 /// The durable store behind the API. See the module docs for the contract.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Appends `events` in order in one transaction, stamped `received_at`,
+    /// Appends `events` in order in one transaction, stamped `received_at`
+    /// (or the newest stored event's `received_at` when that is later, so
+    /// that `received_at` never decreases with `seq` even when the clock
+    /// steps back or replicas' clocks differ),
     /// assigning increasing `seq` to new keys, and updates the counters in
     /// that same transaction. When it returns `Ok`, the transaction is
     /// committed with the configured durability.
@@ -335,8 +485,9 @@ pub trait Store: Send + Sync + 'static {
         received_at: CommitTime,
     ) -> Result<Commit, StoreError>;
 
-    /// Stored events in `seq` order.
-    async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError>;
+    /// A page of the stored events `query` selects, in `seq` order (or
+    /// newest first); see [`EventQuery`] for what each filter costs.
+    async fn events(&self, query: EventQuery) -> Result<EventPage, StoreError>;
 
     /// One event by its key, or `None` when it was never stored.
     async fn event(&self, topic: &str, event_id: &str) -> Result<Option<StoredEvent>, StoreError>;

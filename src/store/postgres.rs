@@ -87,8 +87,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 
 use super::{
-    Commit, CommitTime, Counters, EventQuery, Outcome, Store, StoreError, StoreStats, StoredEvent,
-    TopicSummary,
+    Commit, CommitTime, Counters, EventPage, EventQuery, Outcome, SCAN_BUDGET, Store, StoreError,
+    StoreStats, StoredEvent, TopicSummary,
 };
 use crate::event::Event;
 use crate::retention::{ExpireReport, RetentionPolicy};
@@ -202,7 +202,8 @@ WHERE (topic, event_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))";
 
 const INSERT_EVENTS: &str = "
 INSERT INTO events (seq, topic, event_id, timestamp, source, payload, received_at)
-SELECT seq, topic, event_id, timestamp, source, payload, $7
+SELECT seq, topic, event_id, timestamp, source, payload,
+    GREATEST($7, (SELECT received_at FROM events ORDER BY seq DESC LIMIT 1))
 FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
     AS fresh (seq, topic, event_id, timestamp, source, payload)";
 
@@ -529,28 +530,86 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
+    /// The filters as one statement over the `seq` range (the primary key,
+    /// the commit-time range turned into `seq` bounds by binary search) or,
+    /// for a topic or a pattern's few topics, `topic = ANY(...)` over
+    /// `(topic, seq)`; read in chunks, each row checked by
+    /// [`EventQuery::admits`] for the filters SQL does not hold, at most
+    /// [`SCAN_BUDGET`] rows per page.
+    async fn events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
         let client = self.reader().await?;
-        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-        let after = to_sql(query.after);
-        let rows = match &query.topic {
-            Some(topic) => {
-                let sql = format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE topic = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-                );
-                let statement = client.prepare_cached(&sql).await.map_err(store_error)?;
-                client.query(&statement, &[topic, &after, &limit]).await
+        let topics = match &query.topic {
+            Some(pattern) if pattern.exact().is_none() => {
+                let statement = client.prepare_cached(TOPICS).await.map_err(store_error)?;
+                let rows = client.query(&statement, &[]).await.map_err(store_error)?;
+                let names: Result<Vec<String>, _> = rows.iter().map(|row| row.try_get(0)).collect();
+                query.index_topics(names.map_err(store_error)?)
             }
-            None => {
-                let sql = format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
-                );
-                let statement = client.prepare_cached(&sql).await.map_err(store_error)?;
-                client.query(&statement, &[&after, &limit]).await
+            _ => query.index_topics(std::iter::empty()),
+        };
+        let order = if query.newest_first { "DESC" } else { "ASC" };
+        let by_topic = if topics.is_some() {
+            "AND topic = ANY($4)"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 AND seq < $2 {by_topic}
+             ORDER BY seq {order} LIMIT $3"
+        );
+        let statement = client.prepare_cached(&sql).await.map_err(store_error)?;
+        let (mut low, mut high) = (to_sql(query.after), query.before.map_or(i64::MAX, to_sql));
+        if let Some(since) = query.received.since {
+            low = low.max(first_seq_received_from(&client, since).await? - 1);
+        }
+        if let Some(until) = query.received.until {
+            high = high.min(first_seq_received_from(&client, until).await?);
+        }
+        if low.saturating_add(1) >= high {
+            return Ok(EventPage::default());
+        }
+        let topics = topics.unwrap_or_default();
+        let mut page = EventPage::default();
+        let mut examined = 0;
+        loop {
+            let chunk = (query.limit - page.events.len())
+                .max(256)
+                .min(SCAN_BUDGET - examined);
+            let chunk_sql = i64::try_from(chunk).unwrap_or(i64::MAX);
+            let mut params: Vec<&(dyn ToSql + Sync)> = vec![&low, &high, &chunk_sql];
+            if !by_topic.is_empty() {
+                params.push(&topics);
+            }
+            let rows = client
+                .query(&statement, &params)
+                .await
+                .map_err(store_error)?;
+            let mut last = None;
+            for row in &rows {
+                let event = stored_event(row)?;
+                examined += 1;
+                last = Some(event.seq);
+                if query.admits(&event) {
+                    page.events.push(event);
+                    if page.events.len() >= query.limit {
+                        page.next = last;
+                        return Ok(page);
+                    }
+                }
+            }
+            let Some(last) = last.filter(|_| rows.len() == chunk) else {
+                return Ok(page);
+            };
+            if examined >= SCAN_BUDGET {
+                page.next = Some(last);
+                return Ok(page);
+            }
+            if query.newest_first {
+                high = to_sql(last);
+            } else {
+                low = to_sql(last);
             }
         }
-        .map_err(store_error)?;
-        rows.iter().map(stored_event).collect()
     }
 
     async fn event(&self, topic: &str, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
@@ -1114,6 +1173,39 @@ fn read_stats(row: &Row) -> Result<StoreStats, tokio_postgres::Error> {
         stored: counters.unique_processed - count(row, 9)?,
         expired: count(row, 9)?,
     })
+}
+
+/// The smallest `seq` from which on every event has `received_at >= at`: a
+/// binary search over `seq` (`received_at` never decreases with it), each
+/// probe one primary-key lookup. See the embedded store's twin.
+async fn first_seq_received_from(client: &Object, at: i64) -> Result<i64, StoreError> {
+    let probe = client
+        .prepare_cached("SELECT seq, received_at FROM events WHERE seq >= $1 ORDER BY seq LIMIT 1")
+        .await
+        .map_err(store_error)?;
+    let newest = client
+        .prepare_cached("SELECT coalesce(max(seq), 0) FROM events")
+        .await
+        .map_err(store_error)?;
+    let newest: i64 = client
+        .query_one(&newest, &[])
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(store_error)?;
+    let (mut low, mut high) = (1_i64, newest + 1);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        let row = client
+            .query_opt(&probe, &[&middle])
+            .await
+            .map_err(store_error)?;
+        match row.map(|r| (r.try_get::<_, i64>(0), r.try_get::<_, i64>(1))) {
+            Some((Ok(seq), Ok(received))) if received < at => low = seq + 1,
+            Some((Err(e), _) | (_, Err(e))) => return Err(store_error(e)),
+            _ => high = middle,
+        }
+    }
+    Ok(low)
 }
 
 fn stored_event(row: &Row) -> Result<StoredEvent, StoreError> {

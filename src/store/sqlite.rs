@@ -75,8 +75,8 @@ use tokio::sync::Semaphore;
 use super::keydir::{self, KEYS_MAX, KeyDir, KeyHasher, SEQ_MAX, SnapshotHeader};
 use super::lock::DataDirLock;
 use super::{
-    Commit, CommitTime, Counters, EventQuery, Outcome, Store, StoreError, StoreStats, StoredEvent,
-    SyncMode, TopicSummary,
+    Commit, CommitTime, Counters, EventPage, EventQuery, Outcome, Store, StoreError, StoreStats,
+    StoredEvent, SyncMode, TopicSummary,
 };
 use crate::event::Event;
 use crate::retention::{ExpireReport, RetentionPolicy};
@@ -1115,25 +1115,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn events(&self, query: EventQuery) -> Result<Vec<StoredEvent>, StoreError> {
-        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-        let after = to_sql(query.after);
-        self.read(move |conn| match &query.topic {
-            Some(topic) => {
-                let sql = format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE topic = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
-                );
-                let mut stmt = conn.prepare_cached(&sql)?;
-                stmt.query_map(params![topic, after, limit], stored_event)?
-                    .collect()
-            }
-            None => {
-                let sql = format!(
-                    "SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
-                );
-                let mut stmt = conn.prepare_cached(&sql)?;
-                stmt.query_map(params![after, limit], stored_event)?.collect()
-            }
+    async fn events(&self, query: EventQuery) -> Result<EventPage, StoreError> {
+        self.read(move |conn| {
+            // One read transaction: the bounds and the rows from one snapshot.
+            let tx = conn.unchecked_transaction()?;
+            let page = read_page(&tx, &query)?;
+            tx.commit()?;
+            Ok(page)
         })
         .await
     }
@@ -1250,6 +1238,104 @@ impl Store for SqliteStore {
     }
 }
 
+/// The statements a page of `/events` runs: every one reads an index range
+/// (the test `every_events_statement_reads_an_index_range` checks their
+/// plans).
+const SEQ_AT_OR_AFTER: &str =
+    "SELECT seq, received_at FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1";
+const TOPICS_FROM: &str = "SELECT topic FROM topics WHERE topic >= ?1 ORDER BY topic";
+const PAGE_ALL_ASC: &str = "SELECT seq, topic, event_id, timestamp, source, payload, received_at FROM events WHERE seq > ?1 AND seq < ?2 ORDER BY seq";
+const PAGE_ALL_DESC: &str = "SELECT seq, topic, event_id, timestamp, source, payload, received_at FROM events WHERE seq > ?1 AND seq < ?2 ORDER BY seq DESC";
+const PAGE_TOPIC_ASC: &str = "SELECT seq, topic, event_id, timestamp, source, payload, received_at FROM events WHERE topic = ?3 AND seq > ?1 AND seq < ?2 ORDER BY seq";
+const PAGE_TOPIC_DESC: &str = "SELECT seq, topic, event_id, timestamp, source, payload, received_at FROM events WHERE topic = ?3 AND seq > ?1 AND seq < ?2 ORDER BY seq DESC";
+
+/// One page of `query`, in the transaction `conn` has open.
+fn read_page(conn: &Connection, query: &EventQuery) -> rusqlite::Result<EventPage> {
+    // The seq range: exclusive bounds, narrowed by the received_at range.
+    let mut low = to_sql(query.after);
+    let mut high = query.before.map_or(i64::MAX, to_sql);
+    if let Some(since) = query.received.since {
+        low = low.max(first_seq_received_from(conn, since)? - 1);
+    }
+    if let Some(until) = query.received.until {
+        high = high.min(first_seq_received_from(conn, until)?);
+    }
+    if low.saturating_add(1) >= high {
+        return Ok(EventPage::default());
+    }
+    let topics = match &query.topic {
+        Some(pattern) if pattern.exact().is_none() => {
+            query.index_topics(topics_from(conn, &pattern.literal_prefix())?)
+        }
+        _ => query.index_topics(std::iter::empty()),
+    };
+    let (sql, topics) = match (topics, query.newest_first) {
+        (None, false) => (PAGE_ALL_ASC, vec![None]),
+        (None, true) => (PAGE_ALL_DESC, vec![None]),
+        (Some(topics), newest_first) => (
+            if newest_first {
+                PAGE_TOPIC_DESC
+            } else {
+                PAGE_TOPIC_ASC
+            },
+            topics.into_iter().map(Some).collect(),
+        ),
+    };
+    let mut statements = Vec::with_capacity(topics.len());
+    for _ in &topics {
+        statements.push(conn.prepare_cached(sql)?);
+    }
+    let mut streams = Vec::with_capacity(topics.len());
+    for (statement, topic) in statements.iter_mut().zip(&topics) {
+        let rows = match topic {
+            Some(topic) => statement.query(params![low, high, topic])?,
+            None => statement.query(params![low, high])?,
+        };
+        streams.push(rows.mapped(stored_event));
+    }
+    super::merge_page(query, streams)
+}
+
+/// The smallest `seq` from which on every event has `received_at >= at`
+/// (one past the newest when none has): a binary search over `seq`, valid
+/// because `received_at` never decreases with `seq`. Each probe is one
+/// lookup by `seq`, so the whole costs O(log² n) page reads at worst.
+fn first_seq_received_from(conn: &Connection, at: i64) -> rusqlite::Result<i64> {
+    let mut probe = conn.prepare_cached(SEQ_AT_OR_AFTER)?;
+    let mut first_row_from = |seq: i64| -> rusqlite::Result<Option<(i64, i64)>> {
+        probe
+            .query_row([seq], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()
+    };
+    // Invariant: rows with seq < low are before `at`; the row found from
+    // `high` on (if any) is at or after it.
+    let (mut low, mut high) = (1_i64, to_sql(read_last_seq(conn)?) + 1);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        match first_row_from(middle)? {
+            Some((seq, received)) if received < at => low = seq + 1,
+            _ => high = middle,
+        }
+    }
+    Ok(low)
+}
+
+/// Stored topics from `prefix` on, in name order, for as long as they
+/// start with it: a range of the `topics` table's key.
+fn topics_from(conn: &Connection, prefix: &str) -> rusqlite::Result<Vec<String>> {
+    let mut statement = conn.prepare_cached(TOPICS_FROM)?;
+    let rows = statement.query_map([prefix], |row| row.get::<_, String>(0))?;
+    let mut topics = Vec::new();
+    for topic in rows {
+        let topic = topic?;
+        if !topic.starts_with(prefix) {
+            break;
+        }
+        topics.push(topic);
+    }
+    Ok(topics)
+}
+
 fn read_topics(conn: &Connection) -> rusqlite::Result<Vec<TopicSummary>> {
     let mut stmt = conn.prepare_cached(
         "SELECT topic, events, last_seq, expired_through FROM topics ORDER BY topic",
@@ -1311,6 +1397,13 @@ fn append(
     // IMMEDIATE takes the write lock up front, so a checkpoint cannot make
     // the transaction fail half-way with SQLITE_BUSY.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // `received_at` never decreases with `seq` (the store contract), even
+    // when the clock steps back: one read of the table's last row.
+    let newest: Option<i64> = tx
+        .prepare_cached("SELECT received_at FROM events ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |row| row.get(0))
+        .optional()?;
+    let received_at = CommitTime(newest.map_or(received_at.0, |n| n.max(received_at.0)));
     let mut outcomes = Vec::with_capacity(events.len());
     // The events to store: index in `events`, and hash.
     let mut fresh: Vec<(usize, u64)> = Vec::new();
@@ -1728,6 +1821,80 @@ mod tests {
         events.to_vec().into()
     }
 
+    /// The plan SQLite picks for `sql`, one line per step.
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut statement = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("a statement to explain");
+        let count = statement.parameter_count();
+        let values: Vec<i64> = vec![1; count];
+        let rows = statement
+            .query_map(rusqlite::params_from_iter(values), |row| {
+                row.get::<_, String>(3)
+            })
+            .expect("a plan");
+        rows.map(|r| r.expect("a plan step"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    #[test]
+    fn every_events_statement_reads_an_index_range() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conn = Connection::open(dir.path().join("plan.db")).expect("a database");
+        conn.execute_batch(SCHEMA).expect("the schema");
+        let expected = [
+            (
+                SEQ_AT_OR_AFTER,
+                "SEARCH events USING INTEGER PRIMARY KEY (rowid>?)",
+            ),
+            (TOPICS_FROM, "SEARCH topics USING PRIMARY KEY (topic>?)"),
+            (
+                PAGE_ALL_ASC,
+                "SEARCH events USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)",
+            ),
+            (
+                PAGE_ALL_DESC,
+                "SEARCH events USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)",
+            ),
+            (
+                PAGE_TOPIC_ASC,
+                "SEARCH events USING INDEX events_by_topic (topic=? AND seq>? AND seq<?)",
+            ),
+            (
+                PAGE_TOPIC_DESC,
+                "SEARCH events USING INDEX events_by_topic (topic=? AND seq>? AND seq<?)",
+            ),
+        ];
+        for (sql, step) in expected {
+            let plan = plan(&conn, sql);
+            // One index range, no sort, no full scan.
+            assert_eq!(plan, step, "plan of {sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rare_match_comes_back_in_short_pages_with_a_cursor() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path(), SqliteOptions::new(SyncMode::Normal));
+        let rows = super::super::SCAN_BUDGET + 50;
+        store
+            .append(numbered("t", 0..rows), CommitTime(0))
+            .await
+            .expect("append");
+        let query = |after| EventQuery {
+            after,
+            source: Some("elsewhere".to_owned()),
+            limit: 10,
+            ..EventQuery::default()
+        };
+        let first = store.events(query(0)).await.expect("a page");
+        let budget = super::super::SCAN_BUDGET as u64;
+        assert_eq!((first.events.len(), first.next), (0, Some(budget)));
+        let second = store.events(query(budget)).await.expect("a page");
+        assert_eq!((second.events.len(), second.next), (0, None));
+    }
+
     fn numbered(topic: &str, ids: std::ops::Range<usize>) -> Arc<[Event]> {
         ids.map(|i| event(topic, &i.to_string(), "{}"))
             .collect::<Vec<_>>()
@@ -2126,13 +2293,13 @@ mod tests {
         prop_assert_eq!(stats.last_seq, model.order.len() as u64);
         let events = store
             .events(EventQuery {
-                topic: None,
-                after: 0,
                 limit: 100,
+                ..EventQuery::default()
             })
             .await
             .expect("events");
         let keys: Vec<(String, String)> = events
+            .events
             .iter()
             .map(|e| (e.topic.clone(), e.event_id.clone()))
             .collect();

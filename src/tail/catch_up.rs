@@ -77,17 +77,17 @@ async fn follow(tail: &Tail, store: &dyn Store, target: u64) -> Result<(), Store
         }
         let page = store
             .events(EventQuery {
-                topic: None,
                 after,
                 limit: PAGE_EVENTS,
+                ..EventQuery::default()
             })
             .await?;
-        let read_to = page.last().map_or(after, |event| event.seq);
-        let covered = if page.len() < PAGE_EVENTS {
-            read_to.max(target)
-        } else {
-            read_to
+        let read_to = page.events.last().map_or(after, |event| event.seq);
+        let covered = match page.next {
+            None => read_to.max(target),
+            Some(next) => next,
         };
+        let page = page.events;
         tail.announce(after, covered, || {
             let mut framer = Framer::default();
             for event in &page {

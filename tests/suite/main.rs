@@ -21,6 +21,7 @@ mod export;
 mod formats;
 mod headers;
 mod metrics;
+mod openapi;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod publisher;

@@ -78,6 +78,30 @@ async fn events_pages_through_everything_as_ndjson_when_piped() {
 }
 
 #[tokio::test]
+async fn events_filters_by_time_and_source_on_the_server() {
+    let app = app_with_events().await;
+    let mut other = event("auth.login", "from-cron");
+    other["source"] = json!("cron");
+    app.api.publish_ok(&json!([other])).await;
+
+    let cron = logagg(&app, &["events", "auth.>", "--source", "cron"]).await;
+    assert_eq!(seqs(&cron), [26]);
+    let recent = logagg(&app, &["events", "--since", "10m", "--page-size", "7"]).await;
+    assert_eq!(seqs(&recent), (1..=26).collect::<Vec<_>>());
+    let old = logagg(&app, &["events", "--until", "10m"]).await;
+    assert_eq!(seqs(&old), Vec::<u64>::new());
+    let future = logagg(&app, &["events", "--since", "2999-01-01T00:00:00Z"]).await;
+    assert_eq!(seqs(&future), Vec::<u64>::new());
+
+    let (ok, _, stderr) = logagg_status(&app, &["events", "--since", "yesterday"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("expected an RFC 3339 instant"), "{stderr}");
+    let (ok, _, stderr) = logagg_status(&app, &["events", "--until", "1m", "--follow"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
+
+#[tokio::test]
 async fn events_as_a_table_are_aligned_with_a_header() {
     let app = app_with_events().await;
     let table = logagg(&app, &["events", "billing.paid", "--table", "--limit", "2"]).await;

@@ -72,6 +72,96 @@ async fn events_page_in_seq_order_with_a_cursor() {
     );
 }
 
+/// The `seq`s of an `/events` answer.
+fn seqs(page: &Value) -> Vec<u64> {
+    page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect()
+}
+
+#[tokio::test]
+async fn events_filter_by_pattern_source_and_time_newest_first_too() {
+    let app = TestApp::spawn().await;
+    let mut batch: Vec<Value> = ["auth.login", "auth.sso.ok", "billing.paid", "auth.logout"]
+        .iter()
+        .enumerate()
+        .map(|(i, topic)| event(topic, &i.to_string()))
+        .collect();
+    batch[1]["source"] = json!("sso-svc");
+    batch[3]["timestamp"] = json!("2030-01-01T00:00:00+02:00");
+    app.api.publish_ok(&json!(batch)).await;
+
+    let (_, page) = app.api.get("/events?topic=auth.*").await;
+    assert_eq!(seqs(&page), [1, 4], "{page}");
+    assert!(page.get("topic_known").is_none(), "{page}");
+    let (_, page) = app.api.get("/events?topic=auth.>&source=sso-svc").await;
+    assert_eq!(seqs(&page), [2], "{page}");
+    let (_, page) = app
+        .api
+        .get("/events?timestamp_since=2029-12-31T22:00:00Z")
+        .await;
+    assert_eq!(seqs(&page), [4], "{page}");
+    let (_, page) = app
+        .api
+        .get("/events?timestamp_until=2029-12-31T22:00:00Z&topic=auth.>")
+        .await;
+    assert_eq!(seqs(&page), [1, 2], "{page}");
+
+    // Everything was committed in the last minute, nothing is yet to come.
+    let now = chrono::Utc::now();
+    let minute_ago = (now - chrono::Duration::minutes(1)).to_rfc3339();
+    let later = (now + chrono::Duration::minutes(1)).to_rfc3339();
+    let since = format!("/events?since={}", urlencode(&minute_ago));
+    assert_eq!(seqs(&app.api.get(&since).await.1), [1, 2, 3, 4]);
+    let until = format!("/events?until={}", urlencode(&minute_ago));
+    assert_eq!(seqs(&app.api.get(&until).await.1), Vec::<u64>::new());
+    let after_now = format!(
+        "/events?since={}&until={}",
+        urlencode(&later),
+        urlencode(&later)
+    );
+    assert_eq!(seqs(&app.api.get(&after_now).await.1), Vec::<u64>::new());
+
+    // Newest first, paged with next_before.
+    let (_, page) = app.api.get("/events?order=desc&limit=3").await;
+    assert_eq!(seqs(&page), [4, 3, 2], "{page}");
+    assert_eq!(page["next_before"], 2, "{page}");
+    assert!(page.get("next_after").is_none(), "{page}");
+    let (_, page) = app.api.get("/events?order=desc&limit=3&before=2").await;
+    assert_eq!(seqs(&page), [1], "{page}");
+    assert_eq!(page["next_before"], json!(null), "{page}");
+
+    for (bad, says) in [
+        (
+            "/events?since=yesterday",
+            "since must be an RFC 3339 instant",
+        ),
+        (
+            "/events?timestamp_until=1",
+            "timestamp_until must be an RFC 3339",
+        ),
+        ("/events?order=up", "order"),
+        (
+            "/events?topic=auth.>.x",
+            "topic may use '>' only as its last token",
+        ),
+        ("/events?source=", "source must be 1-"),
+    ] {
+        let (status, problem) = app.api.get(bad).await;
+        assert_eq!(status, 400, "{bad}: {problem}");
+        let detail = problem["detail"].as_str().expect("detail");
+        assert!(detail.contains(says), "{bad}: {detail}");
+    }
+}
+
+/// Percent-encodes the `+` and `:` of an RFC 3339 instant for a query.
+fn urlencode(text: &str) -> String {
+    text.replace('+', "%2B").replace(':', "%3A")
+}
+
 #[tokio::test]
 async fn page_limits_are_enforced() {
     let app = TestApp::spawn().await;
@@ -284,7 +374,12 @@ async fn unknown_query_parameters_are_named_on_every_endpoint() {
         detail.contains(r#""topc" (did you mean "topic"?)"#),
         "{detail}"
     );
-    assert!(detail.contains("topic, after, limit"), "{detail}");
+    assert!(
+        detail.contains(
+            "topic, after, before, limit, order, since, until, timestamp_since, timestamp_until, source"
+        ),
+        "{detail}"
+    );
 
     // Endpoints that take no parameters say so; those that take some list them.
     for (path, accepted) in [

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use logagg::event::{Event, FieldLimits, WireEvent};
+use logagg::event::{Event, FieldLimits, TopicPattern, WireEvent};
 use logagg::retention::{ExpireReport, Keep, RetainRule, RetentionPolicy};
 use logagg::store::{
     self, CommitTime, EventQuery, Outcome, SqliteOptions, Store, StoreConfig, StoreLocation,
@@ -92,13 +92,14 @@ async fn expire_all(store: &dyn Store, policy: &RetentionPolicy, now: i64) -> Ex
 async fn stored_ids(store: &dyn Store, topic: Option<&str>) -> Vec<String> {
     let page = store
         .events(EventQuery {
-            topic: topic.map(str::to_owned),
-            after: 0,
+            topic: topic
+                .map(|t| TopicPattern::parse(t, &FieldLimits::default()).expect("a valid topic")),
             limit: 100_000,
+            ..EventQuery::default()
         })
         .await
         .expect("events");
-    page.into_iter().map(|e| e.event_id).collect()
+    page.events.into_iter().map(|e| e.event_id).collect()
 }
 
 #[tokio::test]

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::dedup::counters;
-use logagg::event::{Event, FieldLimits, WireEvent};
+use logagg::event::{Event, FieldLimits, TopicPattern, WireEvent};
 use logagg::store::{
     self, Commit, CommitTime, EventQuery, Outcome, SqliteOptions, Store, StoreConfig, StoreError,
-    StoreLocation, SyncMode,
+    StoreLocation, SyncMode, TimeRange,
 };
 
 #[cfg(feature = "postgres")]
@@ -174,6 +174,8 @@ contract_tests!(
     a_commit_of_only_duplicates_stores_nothing_and_keeps_the_range,
     reopening_keeps_events_counters_and_the_seq_range,
     events_page_by_seq_and_topic_and_come_back_as_sent,
+    events_filter_by_pattern_time_source_and_timestamp_in_either_order,
+    received_at_never_decreases_when_the_clock_steps_back,
     topics_are_listed_in_byte_order_with_counts_and_newest_seq,
     stats_are_one_snapshot_while_appends_commit,
     a_newer_schema_is_refused_with_a_clear_message,
@@ -348,16 +350,19 @@ async fn events_page_by_seq_and_topic_and_come_back_as_sent(fixture: Fixture) {
 
     let page = |topic: Option<&str>, after, limit| {
         let store = Arc::clone(&store);
-        let topic = topic.map(str::to_owned);
+        let topic =
+            topic.map(|t| TopicPattern::parse(t, &FieldLimits::default()).expect("a topic"));
         async move {
             store
                 .events(EventQuery {
                     topic,
                     after,
                     limit,
+                    ..EventQuery::default()
                 })
                 .await
                 .expect("events")
+                .events
                 .iter()
                 .map(|e| e.seq)
                 .collect::<Vec<_>>()
@@ -396,6 +401,175 @@ async fn events_page_by_seq_and_topic_and_come_back_as_sent(fixture: Fixture) {
         )
     );
     assert!(store.event("odd", "2").await.expect("read").is_none());
+}
+
+/// An event with its own timestamp and source.
+fn sourced(topic: &str, id: &str, timestamp: &str, source: &str) -> Event {
+    let json = format!(
+        r#"{{"topic":"{topic}","event_id":"{id}","timestamp":"{timestamp}","source":"{source}","payload":{{}}}}"#
+    );
+    let wire: WireEvent<'_> = serde_json::from_str(&json).expect("test JSON");
+    Event::from_wire(&wire, 0, &FieldLimits::default()).expect("valid test event")
+}
+
+/// The `seq`s of a page, and its cursor.
+async fn seqs(store: &dyn Store, query: EventQuery) -> (Vec<u64>, Option<u64>) {
+    let page = store.events(query).await.expect("events");
+    (page.events.iter().map(|e| e.seq).collect(), page.next)
+}
+
+async fn events_filter_by_pattern_time_source_and_timestamp_in_either_order(fixture: Fixture) {
+    let store = fixture.open().await;
+    let pattern = |p: &str| Some(TopicPattern::parse(p, &FieldLimits::default()).expect("pattern"));
+    // Three commits at 1000, 2000 and 3000 ms; seq 1..=9.
+    let topics = ["auth.login", "auth.sso.ok", "billing.paid"];
+    for (commit, at) in [1_000, 2_000, 3_000].into_iter().enumerate() {
+        let events: Vec<Event> = topics
+            .iter()
+            .enumerate()
+            .map(|(i, topic)| {
+                let n = commit * 3 + i + 1;
+                let source = if n % 2 == 0 { "even" } else { "odd" };
+                sourced(
+                    topic,
+                    &n.to_string(),
+                    &format!("2025-01-0{n}T00:00:00+01:00"),
+                    source,
+                )
+            })
+            .collect();
+        store
+            .append(batch(&events), CommitTime(at))
+            .await
+            .expect("append");
+    }
+    let query = |limit| EventQuery {
+        limit,
+        ..EventQuery::default()
+    };
+    let (all, _) = seqs(&*store, query(100)).await;
+    assert_eq!(all, (1..=9).collect::<Vec<_>>());
+
+    // Patterns: one token, the rest, and one matching every topic.
+    let by = |p: &str| EventQuery {
+        topic: pattern(p),
+        ..query(100)
+    };
+    assert_eq!(seqs(&*store, by("auth.*")).await, (vec![1, 4, 7], None));
+    assert_eq!(
+        seqs(&*store, by("auth.>")).await,
+        (vec![1, 2, 4, 5, 7, 8], None)
+    );
+    assert_eq!(seqs(&*store, by("*.paid")).await, (vec![3, 6, 9], None));
+    assert_eq!(seqs(&*store, by(">")).await.0, all);
+    assert_eq!(seqs(&*store, by("nothing.>")).await, (vec![], None));
+
+    // received_at: [since, until) is a seq range.
+    let received = |since, until| EventQuery {
+        received: TimeRange { since, until },
+        ..query(100)
+    };
+    assert_eq!(
+        seqs(&*store, received(Some(2_000), None)).await.0,
+        [4, 5, 6, 7, 8, 9]
+    );
+    assert_eq!(
+        seqs(&*store, received(Some(1_500), Some(3_000))).await.0,
+        [4, 5, 6]
+    );
+    assert_eq!(
+        seqs(&*store, received(None, Some(1_000))).await.0,
+        Vec::<u64>::new()
+    );
+    assert_eq!(
+        seqs(&*store, received(Some(3_001), None)).await.0,
+        Vec::<u64>::new()
+    );
+
+    // Source and the event's own timestamp (given at +01:00, compared as instants).
+    let day = |d: u32| {
+        chrono::NaiveDate::from_ymd_opt(2025, 1, d)
+            .expect("a date")
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+            .timestamp_millis()
+            - 3_600_000
+    };
+    let filtered = EventQuery {
+        topic: pattern("auth.>"),
+        source: Some("even".to_owned()),
+        timestamp: TimeRange {
+            since: Some(day(3)),
+            until: Some(day(9)),
+        },
+        ..query(100)
+    };
+    assert_eq!(seqs(&*store, filtered.clone()).await, (vec![4, 8], None));
+
+    // Newest first, paged with `before`; oldest first, paged with `after`.
+    let newest = EventQuery {
+        newest_first: true,
+        topic: pattern("auth.>"),
+        ..query(4)
+    };
+    assert_eq!(
+        seqs(&*store, newest.clone()).await,
+        (vec![8, 7, 5, 4], Some(4))
+    );
+    let older = EventQuery {
+        before: Some(4),
+        ..newest.clone()
+    };
+    assert_eq!(seqs(&*store, older).await, (vec![2, 1], None));
+    let first = EventQuery {
+        after: 2,
+        before: Some(8),
+        ..query(2)
+    };
+    assert_eq!(seqs(&*store, first).await, (vec![3, 4], Some(4)));
+    let desc_range = EventQuery {
+        newest_first: true,
+        received: TimeRange {
+            since: Some(2_000),
+            until: Some(3_000),
+        },
+        ..query(10)
+    };
+    assert_eq!(seqs(&*store, desc_range).await, (vec![6, 5, 4], None));
+}
+
+async fn received_at_never_decreases_when_the_clock_steps_back(fixture: Fixture) {
+    let store = fixture.open().await;
+    store
+        .append(batch(&[event("t", "1", "{}")]), CommitTime(5_000))
+        .await
+        .expect("append");
+    store
+        .append(batch(&[event("t", "2", "{}")]), CommitTime(4_000))
+        .await
+        .expect("append");
+    let page = store
+        .events(EventQuery {
+            limit: 10,
+            ..EventQuery::default()
+        })
+        .await
+        .expect("events");
+    let stamps: Vec<&str> = page.events.iter().map(|e| e.received_at.as_str()).collect();
+    assert_eq!(
+        stamps,
+        ["1970-01-01T00:00:05.000Z", "1970-01-01T00:00:05.000Z"]
+    );
+    let since = EventQuery {
+        received: TimeRange {
+            since: Some(5_000),
+            until: None,
+        },
+        limit: 10,
+        ..EventQuery::default()
+    };
+    assert_eq!(seqs(&*store, since).await.0, [1, 2]);
 }
 
 async fn topics_are_listed_in_byte_order_with_counts_and_newest_seq(fixture: Fixture) {

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use logagg::event::{FieldLimits, TopicPattern};
 use logagg::retention::{ExpireReport, Keep, RetentionPolicy};
 use logagg::store::{CommitTime, EventQuery, Outcome, Store};
 
@@ -57,13 +58,13 @@ pub(super) async fn expired_keys_stay_duplicates_and_seqs_are_never_reused(fixtu
     assert_eq!(expire_all(&*store, &policy, 12 * SECOND).await.expired, 10);
     let page = store
         .events(EventQuery {
-            topic: Some("a".into()),
-            after: 0,
+            topic: Some(TopicPattern::parse("a", &FieldLimits::default()).expect("a topic")),
             limit: 100,
+            ..EventQuery::default()
         })
         .await
         .expect("events");
-    let seqs: Vec<u64> = page.iter().map(|e| e.seq).collect();
+    let seqs: Vec<u64> = page.events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, [11, 12, 13, 14, 15]);
     let stats = store.stats().await.expect("stats");
     assert_eq!(stats.counters.unique_processed, 15);
