@@ -385,7 +385,7 @@ impl Inner {
 
     /// Applies `policy` as of `now` in one transaction of at most `budget`
     /// rows; once it has committed, takes the forgotten keys out of the
-    /// keydir and gives free pages back to the file system.
+    /// keydir and gives free pages beyond an eighth back to the file system.
     fn expire(
         &self,
         writer: &mut Writer,
@@ -404,9 +404,10 @@ impl Inner {
             drop(keydir);
             writer.keys -= done.forgotten.len() as u64;
         }
-        if done.report.expired > 0 || done.report.forgotten > 0 {
-            give_back_space(&writer.conn).map_err(database_error)?;
-        }
+        // Every call, not only those that deleted something: one call gives
+        // back at most `VACUUM_PAGES_MAX` pages, so a large purge (one by
+        // `--retain-bytes` in particular) leaves the rest to later rounds.
+        give_back_space(&writer.conn).map_err(database_error)?;
         Ok(done.report)
     }
 
@@ -1626,12 +1627,19 @@ const VACUUM_PAGES_MAX: i64 = 4_096;
 fn give_back_space(conn: &Connection) -> rusqlite::Result<()> {
     let free: i64 = conn.query_row("PRAGMA freelist_count", [], |row| row.get(0))?;
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |row| row.get(0))?;
-    let excess = free - pages / 8;
+    // Giving back k pages leaves free - k of pages - k, an eighth when
+    // k = (8 free - pages) / 7.
+    let excess = (8 * free - pages + 6) / 7;
     if excess > 0 {
-        conn.execute_batch(&format!(
+        // The pragma yields a row per page it frees and frees the next one
+        // only when stepped again: step it to the end (`execute_batch`
+        // steps once, giving back a single page).
+        let mut vacuum = conn.prepare(&format!(
             "PRAGMA incremental_vacuum({})",
             excess.min(VACUUM_PAGES_MAX)
         ))?;
+        let mut pages = vacuum.query([])?;
+        while pages.next()?.is_some() {}
     }
     Ok(())
 }

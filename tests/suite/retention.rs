@@ -310,6 +310,13 @@ async fn over_the_size_limit_the_oldest_events_of_all_topics_expire_first() {
             "{hash_bits} bits: {after} bytes used, limit {limit}: too much expired"
         );
         assert!((150..550).contains(&stats.stored), "{}", stats.stored);
+        // And the file gave the space back: at most an eighth is kept free
+        // (of the pages in the database, WAL included; one page of slack).
+        let pages = database_bytes(dir.path());
+        assert!(
+            pages <= after * 8 / 7 + 4_096,
+            "{hash_bits} bits: {pages} bytes of pages for {after} used"
+        );
         // Oldest first: what is left is the newest events, seqs without a
         // hole up to 600, and each topic's expired_through is below its
         // oldest stored event.
