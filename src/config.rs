@@ -23,7 +23,7 @@ use crate::http::cors::{CorsOrigins, parse_origin};
 use crate::http::{ConnectionLimits, Limits, SubscribeLimits};
 use crate::ingest::QueueConfig;
 use crate::ingest::batch::BatchPolicy;
-use crate::retention::{Keep, RetainRule, RetentionPolicy};
+use crate::retention::{ByteSize, Keep, RetainRule, RetentionPolicy};
 use crate::store::{SNAPSHOT_KEYS_DEFAULT, SqliteOptions, StoreConfig, StoreLocation, SyncMode};
 
 /// serde_json refuses to parse deeper than 128 levels; our own limit must
@@ -226,6 +226,15 @@ pub struct ServeConfig {
     /// How often expiry looks for expired events (e.g. 30s).
     #[arg(long, env = "LOGAGG_EXPIRE_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
     pub expire_interval: Duration,
+
+    /// Most bytes the embedded store's database may use (e.g. 50GiB,
+    /// 500MB): beyond it the oldest events of all topics expire, whatever
+    /// their age, keeping their keys as --retain-for does. Measured as the
+    /// database's used pages: events and key records (also those of expired
+    /// events); the WAL (up to 64 MiB) and free pages come on top. Not with
+    /// a PostgreSQL --store. Default: no limit.
+    #[arg(long, env = "LOGAGG_RETAIN_BYTES", value_name = "SIZE", value_parser = ByteSize::parse)]
+    pub retain_bytes: Option<ByteSize>,
     // --- end of retention ---
 }
 
@@ -244,6 +253,10 @@ pub enum ConfigError {
         "--tls-cert and --tls-key go together: give both (PEM files) for HTTPS, or neither for plain HTTP"
     )]
     TlsHalfConfigured,
+    #[error(
+        "--retain-bytes works with the embedded store only; with a PostgreSQL --store, bound its size with --retain-for and --retain"
+    )]
+    RetainBytesOnPostgres,
 }
 
 impl ServeConfig {
@@ -285,6 +298,9 @@ impl ServeConfig {
     }
 
     fn validate_retention(&self) -> Result<(), ConfigError> {
+        if self.retain_bytes.is_some() && !matches!(self.store, StoreLocation::Embedded) {
+            return Err(ConfigError::RetainBytesOnPostgres);
+        }
         let policy = self.retention();
         if let Keep::For(horizon) = policy.dedup_horizon {
             let longest = std::iter::once(policy.default)
@@ -301,12 +317,13 @@ impl ServeConfig {
         Ok(())
     }
 
-    /// What `--retain-for`, `--retain` and `--dedup-horizon` say.
+    /// What `--retain-for`, `--retain`, `--retain-bytes` and `--dedup-horizon` say.
     pub fn retention(&self) -> RetentionPolicy {
         RetentionPolicy {
             rules: self.retain.clone(),
             default: self.retain_for,
             dedup_horizon: self.dedup_horizon,
+            bytes_max: self.retain_bytes.map(|size| size.0),
         }
     }
 
@@ -501,6 +518,9 @@ mod tests {
             assert!(matches!(cli.config.store, StoreLocation::Postgres(_)));
             assert_eq!(cli.config.store.to_string(), "postgres://u@db:5432/logagg");
             assert!(!format!("{:?}", cli.config).contains("secret"));
+            let mut config = cli.config;
+            config.retain_bytes = Some(ByteSize(1 << 30));
+            assert_eq!(config.validate(), Err(ConfigError::RetainBytesOnPostgres));
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Retention: how long events are kept ([`RetentionPolicy`], from
-//! `--retain-for`, `--retain` and `--dedup-horizon`) and the background task
-//! that applies it ([`spawn`]).
+//! `--retain-for`, `--retain`, `--retain-bytes` and `--dedup-horizon`) and
+//! the background task that applies it ([`spawn`]).
 //!
 //! An event expires by the time it was *received* (`received_at`, stamped
 //! by this server at commit), never by its own `timestamp`: that one comes
@@ -9,6 +9,11 @@
 //! forever. Within a topic, events expire in `seq` order: an event goes
 //! once it and every older event of its topic are past their retention, so
 //! what a topic still holds is always its newest events, without holes.
+//!
+//! With a size limit (`--retain-bytes`, embedded store only), the oldest
+//! events across all topics (lowest `seq` first) also expire while the
+//! database's used bytes exceed it. Lowest `seq` first keeps the same
+//! suffix property in every topic.
 //!
 //! Expiry deletes the payload but keeps the event's key as a compact dedup
 //! record, for the dedup horizon (default forever): a late retry of an
@@ -81,6 +86,59 @@ impl std::fmt::Display for Keep {
     }
 }
 
+/// A number of bytes, as `--retain-bytes` takes it: an integer with an
+/// optional unit, decimal (`KB`, `MB`, `GB`, `TB`: powers of 1000) or binary
+/// (`KiB`, `MiB`, `GiB`, `TiB`: powers of 1024); `B` or none for bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// `50GiB`, `500 MB`, `1048576` (units case-insensitive).
+    ///
+    /// # Errors
+    /// A message for clap to show beside the flag.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        const UNITS: [(&str, u64); 9] = [
+            ("b", 1),
+            ("kb", 1_000),
+            ("mb", 1_000_000),
+            ("gb", 1_000_000_000),
+            ("tb", 1_000_000_000_000),
+            ("kib", 1 << 10),
+            ("mib", 1 << 20),
+            ("gib", 1 << 30),
+            ("tib", 1 << 40),
+        ];
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let unit = unit.trim().to_ascii_lowercase();
+        let multiplier = if unit.is_empty() {
+            Some(1)
+        } else {
+            UNITS.iter().find(|(name, _)| *name == unit).map(|u| u.1)
+        };
+        let (Ok(number), Some(multiplier)) = (number.parse::<u64>(), multiplier) else {
+            return Err(format!(
+                "{text:?} is not a size; e.g. 50GiB, 500MB, 1048576 (units B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            ));
+        };
+        match number.checked_mul(multiplier) {
+            Some(0) => Err("must be more than zero bytes".to_owned()),
+            Some(bytes) => Ok(Self(bytes)),
+            None => Err(format!("{text:?} is too large")),
+        }
+    }
+}
+
+impl std::fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes", self.0)
+    }
+}
+
 /// One `--retain PATTERN=DURATION` override.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetainRule {
@@ -120,6 +178,10 @@ pub struct RetentionPolicy {
     pub default: Keep,
     /// How long after it was received an expired event's key is kept.
     pub dedup_horizon: Keep,
+    /// `--retain-bytes`: while the store's used bytes exceed this, its
+    /// oldest events expire, whatever their age (embedded store only; the
+    /// PostgreSQL store ignores it and the configuration refuses it there).
+    pub bytes_max: Option<u64>,
 }
 
 impl RetentionPolicy {
@@ -129,6 +191,7 @@ impl RetentionPolicy {
             rules: Vec::new(),
             default: Keep::Forever,
             dedup_horizon: Keep::Forever,
+            bytes_max: None,
         }
     }
 
@@ -143,7 +206,9 @@ impl RetentionPolicy {
 
     /// Whether any event can ever expire.
     pub fn expires_anything(&self) -> bool {
-        self.default != Keep::Forever || self.rules.iter().any(|r| r.keep != Keep::Forever)
+        self.default != Keep::Forever
+            || self.rules.iter().any(|r| r.keep != Keep::Forever)
+            || self.bytes_max.is_some()
     }
 }
 
@@ -240,6 +305,7 @@ mod tests {
             ],
             default: Keep::parse("7d").expect("duration"),
             dedup_horizon: Keep::Forever,
+            bytes_max: None,
         };
         let days = |n: u64| Keep::For(Duration::from_secs(n * 86_400));
         assert_eq!(policy.keep("audit.login"), days(365));
@@ -247,6 +313,23 @@ mod tests {
         assert_eq!(policy.keep("debug"), days(7));
         assert!(policy.expires_anything());
         assert!(!RetentionPolicy::forever().expires_anything());
+    }
+
+    #[test]
+    fn sizes_parse_with_decimal_or_binary_units() {
+        for (text, bytes) in [
+            ("50GiB", 50 << 30),
+            ("500MB", 500_000_000),
+            (" 2 kib ", 2_048),
+            ("1048576", 1 << 20),
+            ("7B", 7),
+            ("3TB", 3_000_000_000_000),
+        ] {
+            assert_eq!(ByteSize::parse(text), Ok(ByteSize(bytes)), "{text:?}");
+        }
+        for bad in ["", "GiB", "0MB", "1.5GB", "-1MB", "5 XB", "99999999999TiB"] {
+            assert!(ByteSize::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -516,8 +516,11 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `policy` as of `now`, at most `budget` rows per call: deletes
     /// expired events (oldest first within each topic, keeping their keys
     /// for the dedup horizon) and forgets keys past the horizon, in
-    /// transactions that commit the counters with the deletes. Returns
-    /// whether more is left to do.
+    /// transactions that commit the counters with the deletes. With
+    /// `policy.bytes_max`, the embedded store also expires the oldest
+    /// events of all topics while its used bytes exceed it; PostgreSQL's
+    /// ignores it (the configuration refuses `--retain-bytes` there).
+    /// Returns whether more is left to do.
     ///
     /// # Errors
     /// When the store fails; what is not committed stays as it was.

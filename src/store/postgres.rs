@@ -735,7 +735,10 @@ impl Store for PostgresStore {
 /// One expiry transaction, as the embedded store's (see `Store::expire`),
 /// under the append lock, so that no append classifies its keys while
 /// events move to `expired_keys`; the counters of this replica's rows are
-/// updated in it.
+/// updated in it. `policy.bytes_max` is not applied: the size of a
+/// PostgreSQL table does not fall when rows are deleted (only `VACUUM FULL`
+/// shrinks it), so it cannot say when to stop; `serve` refuses
+/// `--retain-bytes` with PostgreSQL.
 async fn expire(
     client: &mut ClientWrapper,
     replica: i64,

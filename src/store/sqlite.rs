@@ -385,7 +385,7 @@ impl Inner {
 
     /// Applies `policy` as of `now` in one transaction of at most `budget`
     /// rows; once it has committed, takes the forgotten keys out of the
-    /// keydir and gives free pages back to the file system.
+    /// keydir and gives free pages beyond an eighth back to the file system.
     fn expire(
         &self,
         writer: &mut Writer,
@@ -404,9 +404,10 @@ impl Inner {
             drop(keydir);
             writer.keys -= done.forgotten.len() as u64;
         }
-        if done.report.expired > 0 || done.report.forgotten > 0 {
-            give_back_space(&writer.conn).map_err(database_error)?;
-        }
+        // Every call, not only those that deleted something: one call gives
+        // back at most `VACUUM_PAGES_MAX` pages, so a large purge (one by
+        // `--retain-bytes` in particular) leaves the rest to later rounds.
+        give_back_space(&writer.conn).map_err(database_error)?;
         Ok(done.report)
     }
 
@@ -1489,7 +1490,8 @@ struct Expired {
 /// The expiry transaction: for each topic whose retention is finite, moves
 /// the key of each of its oldest events received before the cutoff into
 /// `expired_keys` and deletes the event (in `seq` order, stopping at the
-/// first one to keep, so a topic never has holes); then forgets the
+/// first one to keep, so a topic never has holes); then, over
+/// `--retain-bytes`, the oldest events of all topics; then forgets the
 /// expired keys received before the dedup horizon; then commits the
 /// counters with it all. At most `budget` rows in all.
 fn expire(
@@ -1505,6 +1507,7 @@ fn expire(
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut left = budget;
     let (mut expired, mut expired_through) = (0_u64, 0_u64);
+    let mut still_over = false;
     let topics: Vec<String> = tx
         .prepare_cached("SELECT topic FROM topics WHERE events > 0 ORDER BY topic")?
         .query_map([], |row| row.get(0))?
@@ -1552,6 +1555,15 @@ fn expire(
         expired += count;
         expired_through = expired_through.max(last);
     }
+    if let Some(bytes_max) = policy.bytes_max
+        && left > 0
+    {
+        let (count, last, over) = expire_oldest_over(&tx, bytes_max, left)?;
+        still_over = over;
+        left -= count as usize;
+        expired += count;
+        expired_through = expired_through.max(last);
+    }
     let mut forgotten = Vec::new();
     if let Some(horizon) = policy.dedup_horizon.duration()
         && left > 0
@@ -1594,10 +1606,107 @@ fn expire(
         report: ExpireReport {
             expired,
             forgotten: forgotten.len() as u64,
-            more: left == 0,
+            more: left == 0 || still_over,
         },
         forgotten,
     })
+}
+
+/// The database's used bytes: its pages less the free ones, times the page
+/// size. Read in the transaction, so it counts the transaction's own
+/// deletes. Used bytes rather than the file's size: the file keeps the free
+/// pages (an eighth is kept on purpose, and a store made before schema 3
+/// never shrinks), and those hold no events.
+fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT (p.page_count - f.freelist_count) * s.page_size
+         FROM pragma_page_count() p, pragma_freelist_count() f, pragma_page_size() s",
+        [],
+        |row| count(row, 0),
+    )
+}
+
+/// The `--retain-bytes` part of an expiry transaction: while the used bytes
+/// exceed `bytes_max`, expires the oldest events across all topics (lowest
+/// `seq` first, so each topic still holds a suffix of its history), at most
+/// `budget` in all, keeping their keys in `expired_keys` as expiry by age
+/// does. Each step takes the oldest events whose rows add up to half the
+/// excess, deletes them and measures again: a row costs more than its
+/// length on its page, so aiming at the whole excess would overshoot;
+/// halving ends within a few rows of the limit in some ten steps.
+/// Returns how many expired, the highest `seq` among them, and whether the
+/// used bytes are still over the limit (with events left to expire).
+fn expire_oldest_over(
+    tx: &rusqlite::Transaction<'_>,
+    bytes_max: u64,
+    budget: usize,
+) -> rusqlite::Result<(u64, u64, bool)> {
+    let (mut taken, mut last) = (0_u64, 0_u64);
+    loop {
+        let used = used_bytes(tx)?;
+        if used <= bytes_max {
+            return Ok((taken, last, false));
+        }
+        let left = budget - taken as usize;
+        if left == 0 {
+            return Ok((taken, last, true));
+        }
+        let mut aim = (used - bytes_max).div_ceil(2);
+        let mut step = 0_u64;
+        {
+            let mut oldest = tx.prepare_cached(
+                "SELECT seq, length(CAST(topic AS BLOB)) + length(CAST(event_id AS BLOB))
+                     + length(CAST(timestamp AS BLOB)) + length(CAST(source AS BLOB))
+                     + length(CAST(payload AS BLOB)) + 16
+                 FROM events ORDER BY seq LIMIT ?1",
+            )?;
+            let mut rows = oldest.query([to_sql(left as u64)])?;
+            while aim > 0
+                && let Some(row) = rows.next()?
+            {
+                step += 1;
+                last = seq_from_sql(row.get(0)?);
+                aim = aim.saturating_sub(count(row, 1)?);
+            }
+        }
+        if step == 0 {
+            // Nothing stored is left to expire: the rest is keys and tables.
+            return Ok((taken, last, false));
+        }
+        expire_through(tx, last)?;
+        taken += step;
+    }
+}
+
+/// Moves the keys of every stored event with `seq <= last` (of all topics)
+/// to `expired_keys`, updates their topics, and deletes them.
+fn expire_through(tx: &rusqlite::Transaction<'_>, last: u64) -> rusqlite::Result<()> {
+    let through = [to_sql(last)];
+    tx.prepare_cached(
+        "INSERT INTO expired_keys (seq, topic, event_id, received_at)
+         SELECT seq, topic, event_id, received_at FROM events WHERE seq <= ?1",
+    )?
+    .execute(through)?;
+    {
+        let mut per_topic = tx.prepare_cached(
+            "SELECT topic, count(*), max(seq) FROM events WHERE seq <= ?1 GROUP BY topic",
+        )?;
+        let mut update = tx.prepare_cached(
+            "UPDATE topics SET events = events - ?2, expired_through = max(expired_through, ?3)
+             WHERE topic = ?1",
+        )?;
+        let mut rows = per_topic.query(through)?;
+        while let Some(row) = rows.next()? {
+            update.execute(params![
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, i64>(2)?
+            ])?;
+        }
+    }
+    tx.prepare_cached("DELETE FROM events WHERE seq <= ?1")?
+        .execute(through)?;
+    Ok(())
 }
 
 /// Free pages given back per expiry transaction at most (16 MiB of 4 KiB
@@ -1611,12 +1720,19 @@ const VACUUM_PAGES_MAX: i64 = 4_096;
 fn give_back_space(conn: &Connection) -> rusqlite::Result<()> {
     let free: i64 = conn.query_row("PRAGMA freelist_count", [], |row| row.get(0))?;
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |row| row.get(0))?;
-    let excess = free - pages / 8;
+    // Giving back k pages leaves free - k of pages - k, an eighth when
+    // k = (8 free - pages) / 7.
+    let excess = (8 * free - pages + 6) / 7;
     if excess > 0 {
-        conn.execute_batch(&format!(
+        // The pragma yields a row per page it frees and frees the next one
+        // only when stepped again: step it to the end (`execute_batch`
+        // steps once, giving back a single page).
+        let mut vacuum = conn.prepare(&format!(
             "PRAGMA incremental_vacuum({})",
             excess.min(VACUUM_PAGES_MAX)
         ))?;
+        let mut pages = vacuum.query([])?;
+        while pages.next()?.is_some() {}
     }
     Ok(())
 }

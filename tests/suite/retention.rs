@@ -1,8 +1,9 @@
 //! Retention (issue 13) on the embedded store: expiry by age of receipt and
 //! by topic pattern, the dedup horizon (an expired event re-sent is a
 //! duplicate; past a finite horizon it is stored again), budgets, the
-//! steady-state size bound, the wiring through `serve` and `/stats`, and
-//! the refusals of bad retention flags.
+//! steady-state size bound, the size limit (`--retain-bytes`: oldest
+//! first across topics), the wiring through `serve` and `/stats`, and the
+//! refusals of bad retention flags.
 //!
 //! Most checks call [`Store::expire`] with a chosen `now` and events
 //! stamped with chosen commit times, so nothing here waits for a clock.
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use logagg::event::{Event, FieldLimits, TopicPattern, WireEvent};
-use logagg::retention::{ExpireReport, Keep, RetainRule, RetentionPolicy};
+use logagg::retention::{ByteSize, ExpireReport, Keep, RetainRule, RetentionPolicy};
 use logagg::store::{
     self, CommitTime, EventQuery, Outcome, SqliteOptions, Store, StoreConfig, StoreLocation,
     SyncMode,
@@ -70,6 +71,7 @@ fn policy(default: &str, rules: &[&str], horizon: &str) -> RetentionPolicy {
             .collect(),
         default: Keep::parse(default).expect("duration"),
         dedup_horizon: Keep::parse(horizon).expect("duration"),
+        bytes_max: None,
     }
 }
 
@@ -260,6 +262,148 @@ fn database_bytes(dir: &Path) -> u64 {
     u64::try_from(pages * page).expect("a size")
 }
 
+/// The database's used bytes (pages less free pages), as `--retain-bytes`
+/// measures them, read on a connection of the test's own.
+fn used_bytes(dir: &Path) -> u64 {
+    let db = rusqlite::Connection::open(dir.join("logagg.db")).expect("open db");
+    let used: i64 = db
+        .query_row(
+            "SELECT (p.page_count - f.freelist_count) * s.page_size
+             FROM pragma_page_count() p, pragma_freelist_count() f, pragma_page_size() s",
+            [],
+            |row| row.get(0),
+        )
+        .expect("used bytes");
+    u64::try_from(used).expect("a size")
+}
+
+#[tokio::test]
+async fn over_the_size_limit_the_oldest_events_of_all_topics_expire_first() {
+    for hash_bits in [64, 2] {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = open(dir.path(), hash_bits).await;
+        // 600 events of ~1 KiB, three topics interleaved, in 6 commits.
+        let all: Vec<Event> = (0..600)
+            .map(|i| event(["a", "b", "c"][i % 3], &format!("e-{i}"), 1_000))
+            .collect();
+        for (n, chunk) in all.chunks(100).enumerate() {
+            append_at(&*store, chunk, i64::try_from(n).expect("small") * SECOND).await;
+        }
+        let before = used_bytes(dir.path());
+        let limit = before / 2;
+        let mut by_size = RetentionPolicy::forever();
+        by_size.bytes_max = Some(limit);
+        // Budgets of 1,000 rows: the excess needs fewer, in one or more
+        // transactions; no age limit, so only the size decides.
+        let report = expire_all(&*store, &by_size, 0).await;
+        let after = used_bytes(dir.path());
+        assert!(
+            after <= limit,
+            "{hash_bits} bits: {after} bytes used, limit {limit} (from {before})"
+        );
+        let stats = store.stats().await.expect("stats");
+        assert_eq!(stats.expired, report.expired);
+        assert_eq!(stats.stored + stats.expired, 600);
+        // No more went than needed: it stops within an eighth of the
+        // limit (pages come free a few rows at a time).
+        assert!(
+            after > limit - limit / 8,
+            "{hash_bits} bits: {after} bytes used, limit {limit}: too much expired"
+        );
+        assert!((150..550).contains(&stats.stored), "{}", stats.stored);
+        // And the file gave the space back: at most an eighth is kept free
+        // (of the pages in the database, WAL included; one page of slack).
+        let pages = database_bytes(dir.path());
+        assert!(
+            pages <= after * 8 / 7 + 4_096,
+            "{hash_bits} bits: {pages} bytes of pages for {after} used"
+        );
+        // Oldest first: what is left is the newest events, seqs without a
+        // hole up to 600, and each topic's expired_through is below its
+        // oldest stored event.
+        let page = store
+            .events(EventQuery {
+                limit: 1_000,
+                ..EventQuery::default()
+            })
+            .await
+            .expect("events")
+            .events;
+        let seqs: Vec<u64> = page.iter().map(|e| e.seq).collect();
+        let first = 601 - stats.stored;
+        assert_eq!(seqs, (first..=600).collect::<Vec<_>>());
+        assert_eq!(store.expired_through(None).await.expect("read"), first - 1);
+        for topic in &stats.topics {
+            let oldest = page
+                .iter()
+                .find(|e| e.topic == topic.topic)
+                .expect("each topic keeps events");
+            assert!(topic.expired_through < oldest.seq, "{topic:?}");
+            assert!(topic.expired_through + 3 >= oldest.seq, "{topic:?}");
+        }
+        // A retry of expired events is a duplicate; under the limit
+        // nothing more expires.
+        let outcomes = append_at(&*store, &all[..50], 10 * SECOND).await;
+        assert!(
+            outcomes.iter().all(|o| *o == Outcome::Duplicate),
+            "{hash_bits} bits: {outcomes:?}"
+        );
+        assert_eq!(expire_all(&*store, &by_size, 0).await.expired, 0);
+        assert_eq!(
+            store
+                .stats()
+                .await
+                .expect("stats")
+                .counters
+                .unique_processed,
+            600
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_server_with_a_size_limit_expires_the_oldest_in_the_background() {
+    let limit = 300 * 1024;
+    let app = TestApp::spawn_with(|config| {
+        config.retain_bytes = Some(ByteSize::parse("300KiB").expect("a size"));
+        config.expire_interval = Duration::from_millis(50);
+    })
+    .await;
+    let data_dir = app.config.data_dir.clone();
+    // ~1 MB published in all, more than three times the limit.
+    let mut batches = Vec::new();
+    for n in 0..10 {
+        let batch = padded_batch("t", &format!("b{n}"), 100, 1_000);
+        app.api.publish_ok(&batch).await;
+        batches.push(batch);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let stats = loop {
+        let stats = app.api.stats().await;
+        if stats["expired"].as_u64() > Some(0) && used_bytes(&data_dir) <= limit {
+            break stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not under the limit: {} bytes used, {stats}",
+            used_bytes(&data_dir)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(stats["unique_processed"], 1_000);
+    // The first batch went first, and a retry of it is a duplicate.
+    let receipt = app.api.publish_ok(&batches[0]).await;
+    assert_eq!(receipt["duplicates"], 100, "{receipt}");
+    let stored = app.api.all_events(None).await;
+    assert!(
+        stored.iter().all(|e| !e["event_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("b0-"))),
+        "{stored:?}"
+    );
+    assert_eq!(app.api.stats().await["unique_processed"], 1_000);
+}
+
 #[tokio::test]
 async fn under_steady_ingest_and_expiry_the_database_stops_growing() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -378,6 +522,8 @@ fn bad_retention_flags_are_refused_with_one_line_naming_the_flag() {
         (&["--retain-for", "0s"][..], "--retain-for"),
         (&["--retain", "audit.>"][..], "--retain"),
         (&["--retain", "audit.>.x=1d"][..], "--retain"),
+        (&["--retain-bytes", "lots"][..], "--retain-bytes"),
+        (&["--retain-bytes", "0MB"][..], "--retain-bytes"),
         (
             &["--dedup-horizon", "1d", "--retain-for", "7d"][..],
             "--dedup-horizon",

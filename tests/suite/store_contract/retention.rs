@@ -20,6 +20,7 @@ fn keep(default: Duration, horizon: Keep) -> RetentionPolicy {
         rules: Vec::new(),
         default: Keep::For(default),
         dedup_horizon: horizon,
+        bytes_max: None,
     }
 }
 
