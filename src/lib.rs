@@ -35,8 +35,9 @@
 //!   its unique constraint on `(topic, event_id)`. Counters are committed
 //!   with the events.
 //! - [`retention`]: how long events are kept (by age of receipt, per topic
-//!   pattern) and the background task that expires them in small
-//!   transactions, keeping each expired event's key for the dedup horizon.
+//!   pattern, by size), keeping each expired event's key for the dedup
+//!   horizon; the store reads it. [`expiry`] is the background task, above
+//!   the store, that applies it in small transactions.
 //! - [`metrics`]: Prometheus metrics, one struct per server.
 //! - [`config`]: `ServeConfig`, every server setting as a flag with a
 //!   `LOGAGG_*` environment variable.
@@ -49,6 +50,7 @@ pub mod cmd;
 pub mod config;
 pub mod decode;
 pub mod event;
+pub mod expiry;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

@@ -1,6 +1,8 @@
 //! Retention: how long events are kept ([`RetentionPolicy`], from
-//! `--retain-for`, `--retain`, `--retain-bytes` and `--dedup-horizon`) and
-//! the background task that applies it ([`spawn`]).
+//! `--retain-for`, `--retain`, `--retain-bytes` and `--dedup-horizon`).
+//! The store applies a policy ([`crate::store::Store::expire`]); the
+//! background task that asks it to is [`crate::expiry`], above the store,
+//! so this module, which the store reads, imports nothing of it.
 //!
 //! An event expires by the time it was *received* (`received_at`, stamped
 //! by this server at commit), never by its own `timestamp`: that one comes
@@ -21,26 +23,9 @@
 //! expired event is older than a finite horizon its key is forgotten too,
 //! and a retry after that is stored again, as a new event with a new `seq`.
 //!
-//! The task calls [`Store::expire`] with a budget of [`EXPIRE_BATCH_ROWS`]
-//! rows per transaction and pauses between transactions, so the ingest
-//! consumer, which shares the store's single writer, never waits for more
-//! than one small transaction.
-
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
 use crate::event::{FieldLimits, TopicPattern};
-use crate::store::{CommitTime, Store};
-
-/// Rows expired (or keys forgotten) per transaction at most.
-pub const EXPIRE_BATCH_ROWS: usize = 1_000;
-
-/// The pause between two expiry transactions while there is more to do:
-/// room for the consumer's commits.
-const PAUSE_BETWEEN_BATCHES: Duration = Duration::from_millis(5);
 
 /// How long something is kept: for a duration, or forever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +197,7 @@ impl RetentionPolicy {
     }
 }
 
-/// What one [`Store::expire`] call did.
+/// What one [`crate::store::Store::expire`] call did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ExpireReport {
     /// Events whose payload was deleted (their keys kept).
@@ -221,62 +206,6 @@ pub struct ExpireReport {
     pub forgotten: u64,
     /// Whether the budget ran out with more left to do: call again soon.
     pub more: bool,
-}
-
-/// Starts the task applying `policy` every `interval` until `shutdown`;
-/// `None` when the policy never expires anything.
-pub fn spawn(
-    store: Arc<dyn Store>,
-    policy: RetentionPolicy,
-    interval: Duration,
-    shutdown: CancellationToken,
-) -> Option<JoinHandle<()>> {
-    if !policy.expires_anything() {
-        return None;
-    }
-    Some(tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                () = shutdown.cancelled() => return,
-            }
-            let mut total = ExpireReport::default();
-            loop {
-                if shutdown.is_cancelled() {
-                    return;
-                }
-                match store
-                    .expire(&policy, CommitTime::now(), EXPIRE_BATCH_ROWS)
-                    .await
-                {
-                    Ok(report) => {
-                        total.expired += report.expired;
-                        total.forgotten += report.forgotten;
-                        if !report.more {
-                            break;
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(
-                            error = &error as &dyn std::error::Error,
-                            "expiring old events failed; the next round tries again"
-                        );
-                        break;
-                    }
-                }
-                tokio::time::sleep(PAUSE_BETWEEN_BATCHES).await;
-            }
-            if total.expired > 0 || total.forgotten > 0 {
-                tracing::info!(
-                    expired = total.expired,
-                    forgotten = total.forgotten,
-                    "retention applied"
-                );
-            }
-        }
-    }))
 }
 
 #[cfg(test)]

@@ -26,10 +26,10 @@ use tokio_util::sync::CancellationToken;
 use super::ShutdownSignal;
 use super::client::BaseUrl;
 use crate::config::ServeConfig;
+use crate::expiry;
 use crate::http::{self, AppState, ConnectionLimits};
 use crate::ingest::{Ingest, consumer};
 use crate::metrics::Metrics;
-use crate::retention;
 use crate::store::{self, StoreError};
 use crate::tail::{self, Tail, TailLimits};
 
@@ -155,7 +155,7 @@ impl Server {
                 state.shutdown.clone(),
             ))
         });
-        let retention = retention::spawn(
+        let retention = expiry::spawn(
             Arc::clone(&state.store),
             config.retention(),
             config.expire_interval,

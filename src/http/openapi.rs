@@ -16,9 +16,10 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
 use super::ApiError;
+use super::publish::{EventIn, EventsIn};
 use super::query::{ApiQuery, NoParams};
 use crate::api::{Counters, FieldError, Health, Problem, Receipt, Stats, TopicSummary};
 use crate::store::StoredEvent;
@@ -75,34 +76,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     )
 )]
 pub struct ApiDoc;
-
-/// An event as published to `POST /publish`.
-#[derive(serde::Serialize, ToSchema)]
-#[allow(dead_code)] // A schema only: publishes are decoded by `decode::publish`.
-pub struct EventIn {
-    /// 1-255 bytes, no whitespace or control characters, no `*` or `>`.
-    #[schema(min_length = 1, max_length = 255)]
-    topic: String,
-    /// 1-255 bytes; unique within its topic.
-    #[schema(min_length = 1, max_length = 255)]
-    event_id: String,
-    /// RFC 3339; UTC without an offset.
-    timestamp: String,
-    #[schema(min_length = 1, max_length = 255)]
-    source: String,
-    /// A JSON object.
-    #[schema(value_type = Object)]
-    payload: serde_json::Value,
-}
-
-/// The body of `POST /publish` as JSON: one event or an array of events.
-#[derive(serde::Serialize, ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code)] // A schema only.
-pub enum EventsIn {
-    One(EventIn),
-    Many(Vec<EventIn>),
-}
 
 /// Adds the problem document as every operation's `default` answer.
 struct Problems;

@@ -19,7 +19,7 @@ use crate::decode::raw::{self, RawOptions};
 /// Events in logagg's own format; answers once they are durable.
 #[utoipa::path(post, path = "/publish", tag = "ingest",
     request_body(content(
-        (super::openapi::EventsIn = "application/json"),
+        (EventsIn = "application/json"),
         (String = "application/x-ndjson"),
     )),
     responses((status = 200, description = "Committed: what became of the events", body = Receipt)))]
@@ -121,4 +121,32 @@ fn request_source(headers: &HeaderMap) -> String {
         .filter(|product| !product.is_empty())
         .unwrap_or("http")
         .to_owned()
+}
+
+/// An event as published to `POST /publish`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[allow(dead_code)] // A schema only: publishes are decoded by `decode::publish`.
+pub struct EventIn {
+    /// 1-255 bytes, no whitespace or control characters, no `*` or `>`.
+    #[schema(min_length = 1, max_length = 255)]
+    topic: String,
+    /// 1-255 bytes; unique within its topic.
+    #[schema(min_length = 1, max_length = 255)]
+    event_id: String,
+    /// RFC 3339; UTC without an offset.
+    timestamp: String,
+    #[schema(min_length = 1, max_length = 255)]
+    source: String,
+    /// A JSON object.
+    #[schema(value_type = Object)]
+    payload: serde_json::Value,
+}
+
+/// The body of `POST /publish` as JSON: one event or an array of events.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // A schema only.
+pub enum EventsIn {
+    One(EventIn),
+    Many(Vec<EventIn>),
 }
