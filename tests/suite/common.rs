@@ -497,3 +497,25 @@ pub fn ndjson(events: &[Value]) -> String {
 
 /// A seeded generator, so load tests are reproducible.
 pub type Rng = rand::rngs::ChaCha8Rng;
+
+/// Calls `Store::expire` with `budget` rows a call until nothing is left
+/// to do; the reports added up.
+pub async fn expire_all(
+    store: &dyn logagg::store::Store,
+    policy: &logagg::retention::RetentionPolicy,
+    now: i64,
+    budget: usize,
+) -> logagg::retention::ExpireReport {
+    let mut total = logagg::retention::ExpireReport::default();
+    loop {
+        let report = store
+            .expire(policy, logagg::store::CommitTime(now), budget)
+            .await
+            .expect("expire");
+        total.expired += report.expired;
+        total.forgotten += report.forgotten;
+        if !report.more {
+            return total;
+        }
+    }
+}

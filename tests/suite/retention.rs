@@ -75,20 +75,9 @@ fn policy(default: &str, rules: &[&str], horizon: &str) -> RetentionPolicy {
     }
 }
 
-/// Expires until nothing is left to do; the reports added up.
+/// Expires until nothing is left to do, 1_000 rows per call.
 async fn expire_all(store: &dyn Store, policy: &RetentionPolicy, now: i64) -> ExpireReport {
-    let mut total = ExpireReport::default();
-    loop {
-        let report = store
-            .expire(policy, CommitTime(now), 1_000)
-            .await
-            .expect("expire");
-        total.expired += report.expired;
-        total.forgotten += report.forgotten;
-        if !report.more {
-            return total;
-        }
-    }
+    crate::common::expire_all(store, policy, now, 1_000).await
 }
 
 async fn stored_ids(store: &dyn Store, topic: Option<&str>) -> Vec<String> {
