@@ -30,6 +30,7 @@ mod reads;
 #[cfg(feature = "postgres")]
 mod replicas;
 mod retention;
+mod search;
 mod store_contract;
 mod subscribe;
 mod tls;
