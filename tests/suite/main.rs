@@ -25,6 +25,8 @@ mod openapi;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod publisher;
+#[cfg(feature = "postgres")]
+mod query_plans;
 mod reading_cli;
 mod reads;
 #[cfg(feature = "postgres")]
