@@ -2243,6 +2243,51 @@ mod tests {
         .expect("the full-text index is consistent");
     }
 
+    /// Whatever text `q` holds, a query it parses into is valid FTS5: it
+    /// finds its words or nothing, never a syntax error (which would be a
+    /// 500 for the reader).
+    #[test]
+    fn every_text_query_that_parses_runs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(
+            dir.path(),
+            &SqliteOptions {
+                search: vec![TopicPattern::everything()],
+                ..SqliteOptions::new(SyncMode::Normal)
+            },
+        )
+        .expect("open");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a tokio runtime");
+        runtime
+            .block_on(store.append(
+                batch(&[event("t", "1", r#"{"m":"naïve café ² ٣ ⅷ a*b \"q\" x-y"}"#)]),
+                CommitTime(0),
+            ))
+            .expect("append");
+        let search = |q: &str| {
+            let Ok(text) = crate::search::TextQuery::parse(q) else {
+                return Ok(0);
+            };
+            let query = EventQuery {
+                text: Some(text),
+                limit: 10,
+                ..EventQuery::default()
+            };
+            runtime.block_on(store.events(query)).map(|p| p.events.len())
+        };
+        for (q, found) in [("naive", 1), ("CAFÉ", 1), ("x-y", 1), ("a*b", 1), ("\"q\"", 1), ("y-x", 0)] {
+            assert_eq!(search(q).expect(q), found, "{q}");
+        }
+        proptest!(ProptestConfig::with_cases(500), |(q in "\\PC{0,40}")| {
+            prop_assert!(search(&q).is_ok(), "{:?}: {:?}", q, search(&q));
+        });
+        for q in ["²", "٣", "ⅷ", "\u{301}a", "a\u{200b}b", "NEAR(a b)", "a OR b", "-a", "^a", "a:b", "{a}"] {
+            assert!(search(q).is_ok(), "{q}: {:?}", search(q));
+        }
+    }
+
     #[tokio::test]
     async fn a_rare_match_comes_back_in_short_pages_with_a_cursor() {
         let dir = tempfile::tempdir().expect("temp dir");
