@@ -262,26 +262,41 @@ impl Subscription {
     }
 
     async fn read_store(&mut self, limit: usize) -> Option<(Vec<Bytes>, usize, bool)> {
-        // An exact topic through its index; a pattern on every topic's
-        // rows, matched below, so that the cursor is the last row read.
+        // Every `seq` up to here is committed, so the read below sees it.
+        let committed = self.state.tail.newest();
+        // The pattern through the store's indexes (one range per matching
+        // topic), as `/events` reads it.
         let query = EventQuery {
-            topic: self.pattern.exact().map(|_| self.pattern.clone()),
+            topic: Some(self.pattern.clone()),
             after: self.cursor,
             limit,
             ..EventQuery::default()
         };
         let page = match self.state.store.events(query).await {
-            Ok(page) => page.events,
+            Ok(page) => page,
             Err(error) => {
                 tracing::warn!(%error, pattern = %self.pattern, "ending subscriber stream");
                 return None;
             }
         };
-        let full = page.len() == limit;
         let after = self.cursor;
-        if let Some(last) = page.last() {
-            self.cursor = last.seq;
-        }
+        // Where the read leaves off: the page's cursor when more may
+        // follow; else everything committed before it. The cursor must
+        // pass the newest commit even when its last match is older, or
+        // the stream would wake for each newer commit, find it behind the
+        // tail again and read the store again, forever (a quiet topic,
+        // resumed from far back, kept a core busy that way).
+        let (cursor, full) = match page.next {
+            Some(next) => (next, true),
+            None => (
+                page.events
+                    .last()
+                    .map_or(committed, |e| e.seq.max(committed)),
+                false,
+            ),
+        };
+        self.cursor = self.cursor.max(cursor);
+        let page = page.events;
         let mut frames = BytesMut::new();
         let mut events = 0;
         // After the page (see `Store::expired_through`).

@@ -2275,15 +2275,36 @@ mod tests {
                 limit: 10,
                 ..EventQuery::default()
             };
-            runtime.block_on(store.events(query)).map(|p| p.events.len())
+            runtime
+                .block_on(store.events(query))
+                .map(|p| p.events.len())
         };
-        for (q, found) in [("naive", 1), ("CAFÉ", 1), ("x-y", 1), ("a*b", 1), ("\"q\"", 1), ("y-x", 0)] {
+        for (q, found) in [
+            ("naive", 1),
+            ("CAFÉ", 1),
+            ("x-y", 1),
+            ("a*b", 1),
+            ("\"q\"", 1),
+            ("y-x", 0),
+        ] {
             assert_eq!(search(q).expect(q), found, "{q}");
         }
         proptest!(ProptestConfig::with_cases(500), |(q in "\\PC{0,40}")| {
             prop_assert!(search(&q).is_ok(), "{:?}: {:?}", q, search(&q));
         });
-        for q in ["²", "٣", "ⅷ", "\u{301}a", "a\u{200b}b", "NEAR(a b)", "a OR b", "-a", "^a", "a:b", "{a}"] {
+        for q in [
+            "²",
+            "٣",
+            "ⅷ",
+            "\u{301}a",
+            "a\u{200b}b",
+            "NEAR(a b)",
+            "a OR b",
+            "-a",
+            "^a",
+            "a:b",
+            "{a}",
+        ] {
             assert!(search(q).is_ok(), "{q}: {:?}", search(q));
         }
     }

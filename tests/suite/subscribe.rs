@@ -527,3 +527,53 @@ async fn a_subscriber_left_behind_by_the_tail_catches_up_from_the_store() {
         Some(16 * 1024)
     );
 }
+
+/// CPU time (user and system) the process `pid` has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("a command name")
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+/// Subscribers to a quiet topic and to a quiet pattern, resumed from far
+/// behind the in-memory tail, read the store once and then wait: they used
+/// to wake for every newer commit, find their cursor behind the tail again
+/// and read the store again, keeping the server busy with nothing to send.
+#[tokio::test]
+async fn a_quiet_subscription_resumed_from_far_back_waits_instead_of_spinning() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = crate::common::ChildServer::start(dir.path()).await;
+    let pid = server.child.id();
+    server.api.publish_ok(&batch("quiet", 0..1)).await;
+    server.api.publish_ok(&batch("q.one", 0..1)).await;
+    // 2,000 events of 16 KiB in another topic: twice what the tail keeps.
+    for chunk in 0..20 {
+        let events = padded_batch("busy", &format!("big-{chunk}"), 100, 16 * 1024);
+        server.api.publish_ok(&events).await;
+    }
+    let mut exact =
+        Stream::open_with(&server.api, &[("topic", "quiet"), ("from", "0")], None).await;
+    let mut pattern =
+        Stream::open_with(&server.api, &[("topic", "q.*"), ("from", "0")], None).await;
+    assert_eq!(seqs(&exact.take(1).await), [1]);
+    assert_eq!(seqs(&pattern.take(1).await), [2]);
+    // Settled: nothing to send, so nearly no CPU. Spinning, the server
+    // used a third of a core or more.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let used = cpu_ticks(pid) - before;
+    assert!(used < 30, "the idle server used {used} ticks of CPU in 3 s");
+    // And they still deliver what comes next.
+    server.api.publish_ok(&batch("quiet", 1..2)).await;
+    server.api.publish_ok(&batch("q.two", 0..1)).await;
+    assert_eq!(seqs(&exact.take(1).await), [2_003]);
+    assert_eq!(seqs(&pattern.take(1).await), [2_004]);
+}
