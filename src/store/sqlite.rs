@@ -1654,12 +1654,10 @@ fn expire_oldest_over(
         let mut aim = (used - bytes_max).div_ceil(2);
         let mut step = 0_u64;
         {
-            let mut oldest = tx.prepare_cached(
-                "SELECT seq, length(CAST(topic AS BLOB)) + length(CAST(event_id AS BLOB))
-                     + length(CAST(timestamp AS BLOB)) + length(CAST(source AS BLOB))
-                     + length(CAST(payload AS BLOB)) + 16
-                 FROM events ORDER BY seq LIMIT ?1",
-            )?;
+            let bytes = super::event_bytes_sql(|column| format!("length(CAST({column} AS BLOB))"));
+            let mut oldest = tx.prepare_cached(&format!(
+                "SELECT seq, {bytes} FROM events ORDER BY seq LIMIT ?1"
+            ))?;
             let mut rows = oldest.query([to_sql(left as u64)])?;
             while aim > 0
                 && let Some(row) = rows.next()?
