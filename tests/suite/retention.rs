@@ -3,7 +3,8 @@
 //! duplicate; past a finite horizon it is stored again), budgets, the
 //! steady-state size bound, the size limit (`--retain-bytes`: oldest
 //! first across topics), the wiring through `serve` and `/stats`, and the
-//! refusals of bad retention flags.
+//! refusals of bad retention flags. [`on_postgres`]: `--retain-bytes` on
+//! PostgreSQL.
 //!
 //! Most checks call [`Store::expire`] with a chosen `now` and events
 //! stamped with chosen commit times, so nothing here waits for a clock.
@@ -20,6 +21,9 @@ use logagg::store::{
 };
 
 use crate::common::{TestApp, padded_batch};
+
+#[cfg(feature = "postgres")]
+mod on_postgres;
 
 const SECOND: i64 = 1_000;
 
