@@ -227,15 +227,16 @@ pub struct ServeConfig {
     #[arg(long, env = "LOGAGG_EXPIRE_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
     pub expire_interval: Duration,
 
-    /// Most bytes of events to keep (e.g. 50GiB, 500MB): beyond it the
+    /// Most bytes the store may hold (e.g. 50GiB, 500MB): beyond it the
     /// oldest events of all topics expire, whatever their age, keeping their
     /// keys as --retain-for does. On the embedded store it bounds the
     /// database's used pages: events and key records (also those of expired
     /// events); the WAL (up to 64 MiB) and free pages come on top. On
     /// PostgreSQL it bounds the stored events' data, each event counted as
-    /// the bytes of its topic, id, timestamp, source and payload plus 16:
-    /// not the table's files, which PostgreSQL reuses after autovacuum
-    /// rather than shrinks, nor indexes or expired keys. Default: no limit.
+    /// the bytes of its topic, id, timestamp, source and payload plus 16,
+    /// not the database's files: those do not shrink when events expire
+    /// (autovacuum makes the space reusable), and row overhead, indexes and
+    /// expired keys come on top. Default: no limit.
     #[arg(long, env = "LOGAGG_RETAIN_BYTES", value_name = "SIZE", value_parser = ByteSize::parse)]
     pub retain_bytes: Option<ByteSize>,
     // --- end of retention ---
