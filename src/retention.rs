@@ -209,6 +209,11 @@ pub struct ExpireReport {
     pub forgotten: u64,
     /// Whether the budget ran out with more left to do: call again soon.
     pub more: bool,
+    /// Over `--retain-bytes` with no event left to expire: what fills the
+    /// limit is key records and tables, so every event expires at the next
+    /// call after it is stored. Only the embedded store, whose limit counts
+    /// key records, reports it.
+    pub keys_fill_limit: bool,
 }
 
 #[cfg(test)]

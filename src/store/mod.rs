@@ -411,10 +411,10 @@ const EVENT_BYTE_COLUMNS: [&str; 5] = ["topic", "event_id", "timestamp", "source
 /// What one event weighs for `--retain-bytes`, the same on every store:
 /// the UTF-8 lengths of its topic, event id, timestamp, source and payload
 /// (as sent), plus [`EVENT_OVERHEAD_BYTES`]. The embedded store aims its
-/// expiry steps with it; PostgreSQL keeps a running sum of it, which is
-/// what its limit bounds.
+/// expiry steps with it (as SQL, [`event_bytes_sql`]); PostgreSQL keeps a
+/// running sum of it, which is what its limit bounds.
 #[cfg_attr(
-    not(feature = "postgres"),
+    all(not(feature = "postgres"), not(test)),
     expect(
         dead_code,
         reason = "only PostgreSQL counts the bytes of what it appends"

@@ -909,6 +909,8 @@ async fn expire(
         expired: gone.events,
         forgotten,
         more: left == 0,
+        // Its limit counts events only.
+        keys_fill_limit: false,
     })
 }
 
