@@ -349,3 +349,61 @@ async fn a_server_over_postgres_with_a_size_limit_expires_the_oldest_in_the_back
     );
     assert_eq!(app.api.stats().await["unique_processed"], 200);
 }
+
+/// Not a check but a measurement (`--ignored`): how large PostgreSQL's
+/// files are beside what `--retain-bytes` counts. A store under a limit of
+/// 8 MiB takes 20,000 events per round (expiring to the limit after each)
+/// for 10 rounds, per payload size, once with nothing but the test's
+/// autovacuum (defaults: it may not come in a run this short) and once
+/// with a `VACUUM` after each round (autovacuum keeping up). Printed per
+/// round: the counted bytes, `events` with its indexes and TOAST, and
+/// `expired_keys` with its index.
+///
+/// `cargo test --test suite retention::on_postgres::the_files_beside_the_counted_bytes -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "a measurement; run it by name with --ignored --nocapture"]
+async fn the_files_beside_the_counted_bytes() {
+    let Some(postgres) = shared("the_files_beside_the_counted_bytes") else {
+        return;
+    };
+    let mib = |bytes: i64| bytes as f64 / f64::from(1 << 20);
+    for (pad, vacuum) in [(100, false), (100, true), (1_000, false), (1_000, true)] {
+        let database = postgres.database().await;
+        let store = open(&database.url).await;
+        let client = postgres.client(&database.name).await;
+        let policy = limit(8 << 20);
+        let sizes = "SELECT (SELECT sum(stored_bytes) FROM counters)::int8,
+                            pg_total_relation_size('events'),
+                            pg_total_relation_size('expired_keys')";
+        let mut line = Vec::new();
+        for round in 0..10 {
+            for chunk in 0..20 {
+                let events: Vec<Event> = (0..1_000)
+                    .map(|i| {
+                        let id = format!("r{round}-c{chunk}-{i}");
+                        event(["a", "b", "c"][i % 3], &id, pad)
+                    })
+                    .collect();
+                append_at(&*store, &events, 0).await;
+            }
+            crate::common::expire_all(&*store, &policy, 0, 1_000).await;
+            if vacuum {
+                client
+                    .batch_execute("VACUUM events, expired_keys")
+                    .await
+                    .expect("vacuum");
+            }
+            let row = client.query_one(sizes, &[]).await.expect("sizes");
+            line.push(format!(
+                "{:.1}/{:.1}/{:.1}",
+                mib(row.get(0)),
+                mib(row.get(1)),
+                mib(row.get(2))
+            ));
+        }
+        eprintln!(
+            "payload {pad:>5} B, VACUUM each round: {vacuum:5}; MiB counted/events/expired_keys after each 20,000: {}",
+            line.join(" ")
+        );
+    }
+}
