@@ -21,11 +21,13 @@
 # expiry purges a filled store (PURGE_EVENTS, default 300,000), beside the
 # same load with nothing to purge, and the store's size on disk under a
 # steady load with --retain-for 20s --dedup-horizon 40s (that part alone:
-# retention-steady, ~4 minutes); and query
+# retention-steady, ~4 minutes); query
 # (not in the default set): a store of QUERY_EVENTS (default 10,000,000)
-# events, then QUERY_PAGES (default 500) pages of 100 of each kind of
-# /events filter, p50/p99, while a publisher adds QUERY_INGEST_RATE
-# (default 10,000) events/s.
+# events, indexed for full-text search, then QUERY_PAGES (default 500)
+# pages of 100 of each kind of /events filter (text included), p50/p99,
+# while a publisher adds QUERY_INGEST_RATE (default 10,000) events/s; and
+# search-ingest (not in the default set): ingest without and with the
+# full-text index.
 #
 # The matrix scenarios run each load against this build's server and, when
 # BASELINE names another logagg binary (or BASELINE_REV a git revision, built
@@ -381,20 +383,47 @@ scenario_big() {
   done
 }
 
+scenario_search-ingest() {
+  # The ingest cost of the full-text index: 1,000,000 events with 200-byte
+  # payloads of words (--payload-words) into a fresh server without and
+  # with --search '>', alternating, RUNS times each; medians, the median
+  # of the per-run ratios, and the data directory's size.
+  local run index dir out rate off=() on=() ratios=() size_off size_on
+  for run in $(seq 1 "$RUNS"); do
+    for index in off on; do
+      dir=$(fresh_dir)
+      if [ "$index" = on ]; then start_server "$dir" --search '>'; else start_server "$dir"; fi
+      out=$(publish --generate 1000000 --batch-size 1000 --concurrency 8 --ids uuid7 --topics 8 \
+        --payload-bytes 200 --payload-words)
+      rate=$(field "$out" events_per_second)
+      stop_server
+      if [ "$index" = on ]; then on+=("$rate"); size_on=$(du -sm "$dir" | cut -f1); else off+=("$rate"); size_off=$(du -sm "$dir" | cut -f1); fi
+      rm -rf "$dir"
+      log "search-ingest run $run, index $index: $rate events/s"
+    done
+    ratios+=("$(awk -v a="${on[-1]}" -v b="${off[-1]}" 'BEGIN {printf "%.3f", a / b}')")
+  done
+  printf '%-19s %10s events/s without the index, %s with --search %s (ratio %s; runs: %s / %s); %s vs %s MiB on disk\n' \
+    search-ingest "$(median "${off[@]}")" "$(median "${on[@]}")" "'>'" "$(median "${ratios[@]}")" \
+    "${off[*]}" "${on[*]}" "$size_off" "$size_on"
+}
+
 scenario_query() {
-  # A store of QUERY_EVENTS uuid7 events in 8 topics (load.0 ... load.7),
-  # filled in chunks of 1,000,000; then pages of 100 by topic pattern (the
-  # 8 topics' indexes merged), newest first, by one topic, and by a
-  # commit-time range, each from a random point of the store, while a
-  # publisher keeps ingesting.
+  # A store of QUERY_EVENTS uuid7 events in 8 topics (load.0 ... load.7)
+  # with 100-byte payloads of words, indexed for full-text search
+  # (--search 'load.>'), filled in chunks of 1,000,000; then pages of 100
+  # by topic pattern (the 8 topics' indexes merged), newest first, by one
+  # topic, by a commit-time range, and by text (a common word, a rare one,
+  # both), each from a random point of the store, while a publisher keeps
+  # ingesting.
   local dir events=${QUERY_EVENTS:-10000000} pages=${QUERY_PAGES:-500} left chunk out t0 t1 ingest
   dir=$(fresh_dir)
-  start_server "$dir"
+  start_server "$dir" --search 'load.>'
   t0=$(date +%s.%N)
   left=$events
   while [ "$left" -gt 0 ]; do
     chunk=$((left < 1000000 ? left : 1000000))
-    out=$(publish --generate "$chunk" --batch-size 1000 --concurrency 8 --ids uuid7 --topics 8 --payload-bytes 100)
+    out=$(publish --generate "$chunk" --batch-size 1000 --concurrency 8 --ids uuid7 --topics 8 --payload-bytes 100 --payload-words)
     left=$((left - chunk))
     log "query: filled $((events - left))/$events at $(field "$out" events_per_second) events/s"
   done
@@ -402,7 +431,7 @@ scenario_query() {
   printf '%-19s %s events in %s s (%s on disk)\n' query-fill "$events" \
     "$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", b-a}')" "$(du -sh "$dir" | cut -f1)"
   "$BIN" publish --url "$URL" --generate 1000000 --rate "${QUERY_INGEST_RATE:-10000}" --batch-size 100 \
-    --concurrency 2 --ids uuid7 --topics 8 --payload-bytes 100 >/dev/null 2>"$WORK/ingest.err" &
+    --concurrency 2 --ids uuid7 --topics 8 --payload-bytes 100 --payload-words >/dev/null 2>"$WORK/ingest.err" &
   ingest=$!
   sleep 2
   kill -0 "$ingest" 2>/dev/null || { log "query: the ingest load stopped: $(cat "$WORK/ingest.err")"; return 1; }
@@ -427,12 +456,28 @@ t_last = datetime.fromisoformat(last["events"][0]["received_at"].replace("Z", "+
 span = (t_last - t_first).total_seconds()
 def instant(seconds):
     return urllib.parse.quote((t_first + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z"))
+# Words to search for, from a sample of stored payloads: the most common
+# ones, and ones seen once in the sample (each in about 0.1% of events).
+counts = {}
+for _ in range(10):
+    sample, _ = get(f"/events?limit=100&after={random.randrange(top)}")
+    for event in sample["events"]:
+        for word in event["payload"]["fill"].split():
+            counts[word] = counts.get(word, 0) + 1
+ranked = sorted(counts, key=counts.get, reverse=True)
+common, rare = ranked[:5], [w for w in ranked if counts[w] == 1]
+print(f"query-words         common {common} (in {counts[common[0]]}..{counts[common[-1]]} of 1,000 sampled events); "
+      f"{len(rare)} rare ones (once each)")
 kinds = {
     "query-pattern": lambda: f"/events?topic=load.*&after={random.randrange(top)}&limit=100",
     "query-pattern-desc": lambda: f"/events?topic=load.*&order=desc&before={random.randrange(top) + 1}&limit=100",
     "query-topic": lambda: f"/events?topic=load.3&after={random.randrange(top)}&limit=100",
     "query-time": lambda: (lambda s: f"/events?since={instant(s)}&until={instant(s + 60)}&limit=100")(random.uniform(0, span)),
     "query-time-pattern": lambda: (lambda s: f"/events?topic=load.*&since={instant(s)}&limit=100")(random.uniform(0, span)),
+    "query-text-common": lambda: f"/events?topic=load.*&q={random.choice(common)}&after={random.randrange(top)}&limit=100",
+    "query-text-rare": lambda: f"/events?topic=load.*&q={random.choice(rare)}&after={random.randrange(top)}&limit=100",
+    "query-text-both": lambda: f"/events?topic=load.*&q={random.choice(common)}%20{random.choice(rare)}&after={random.randrange(top)}&limit=100",
+    "query-text-desc": lambda: f"/events?topic=load.3&q={random.choice(rare)}&order=desc&before={random.randrange(top) + 1}&limit=100",
 }
 started, (stats, _) = time.monotonic(), get("/stats")
 for name, make in kinds.items():

@@ -17,7 +17,7 @@ use clap::{Args, FromArgMatches};
 use crate::decode::loki::LokiMapping;
 use crate::decode::otlp::OtlpMapping;
 use crate::decode::{DecodeLimits, FormatMapping};
-use crate::event::FieldLimits;
+use crate::event::{FieldLimits, TopicPattern};
 use crate::http::auth::{Access, RouteAccess, Tokens, TokensError};
 use crate::http::cors::{CorsOrigins, parse_origin};
 use crate::http::{ConnectionLimits, Limits, SubscribeLimits};
@@ -240,6 +240,21 @@ pub struct ServeConfig {
     #[arg(long, env = "LOGAGG_RETAIN_BYTES", value_name = "SIZE", value_parser = ByteSize::parse)]
     pub retain_bytes: Option<ByteSize>,
     // --- end of retention ---
+    /// Index the payloads of the topics this pattern matches for full-text
+    /// search (`GET /events?q=`, `logagg events --grep`); repeatable.
+    /// Patterns as /subscribe has them (`'>'` indexes every topic). Events
+    /// are indexed as they are stored, from the first start with the
+    /// pattern on: earlier ones are not. Costs ingest speed (see
+    /// docs/performance.md). Embedded store only. (LOGAGG_SEARCH holds
+    /// one.)
+    #[arg(long = "search", env = "LOGAGG_SEARCH", value_name = "PATTERN", value_parser = parse_search_pattern)]
+    pub search: Vec<TopicPattern>,
+}
+
+/// A `--search` pattern.
+fn parse_search_pattern(text: &str) -> Result<TopicPattern, String> {
+    TopicPattern::parse(text.trim(), &FieldLimits::default())
+        .map_err(|reason| format!("pattern {text:?} {reason}; e.g. 'orders.>'"))
 }
 
 /// Settings that are each valid but do not fit together.
@@ -257,6 +272,10 @@ pub enum ConfigError {
         "--tls-cert and --tls-key go together: give both (PEM files) for HTTPS, or neither for plain HTTP"
     )]
     TlsHalfConfigured,
+    #[error(
+        "--search works with the embedded store only: the PostgreSQL store keeps no full-text index"
+    )]
+    SearchOnPostgres,
 }
 
 impl ServeConfig {
@@ -293,6 +312,9 @@ impl ServeConfig {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::TlsHalfConfigured);
+        }
+        if !self.search.is_empty() && !matches!(self.store, StoreLocation::Embedded) {
+            return Err(ConfigError::SearchOnPostgres);
         }
         self.validate_retention()
     }
@@ -386,6 +408,7 @@ impl ServeConfig {
             sync: self.sync,
             snapshot_keys: self.index_snapshot_keys,
             hash_bits: self.index_hash_bits,
+            search: self.search.clone(),
         }
     }
 

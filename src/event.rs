@@ -359,6 +359,14 @@ impl TopicPattern {
         })
     }
 
+    /// `>`: every topic.
+    pub fn everything() -> Self {
+        Self {
+            pattern: EVERYTHING.to_owned(),
+            wildcard: true,
+        }
+    }
+
     /// The topic itself when the pattern has no wildcard.
     pub fn exact(&self) -> Option<&str> {
         (!self.wildcard).then_some(self.pattern.as_str())
@@ -376,6 +384,26 @@ impl TopicPattern {
             prefix.push('.');
         }
         self.pattern.clone()
+    }
+
+    /// Whether every topic `other` matches, this pattern matches too
+    /// (`auth.>` covers `auth.*` and `auth.login`; `auth.*` does not cover
+    /// `auth.>`, which also matches `auth.a.b`).
+    pub fn covers(&self, other: &TopicPattern) -> bool {
+        if !self.wildcard {
+            return !other.wildcard && self.pattern == other.pattern;
+        }
+        let mut theirs = other.pattern.split('.');
+        for token in self.pattern.split('.') {
+            match (token, theirs.next()) {
+                (_, None) => return false,
+                (">", Some(_)) => return true,
+                ("*", Some(their)) if their != ">" => {}
+                (literal, Some(their)) if literal != "*" && literal == their => {}
+                _ => return false,
+            }
+        }
+        theirs.next().is_none()
     }
 
     pub fn matches(&self, topic: &str) -> bool {
@@ -840,6 +868,49 @@ mod tests {
         }
     }
 
+    /// Every topic over `a`, `b` and `.` of 1 to 7 characters.
+    fn small_topics() -> Vec<String> {
+        let mut all = vec![String::new()];
+        let mut topics = Vec::new();
+        for _ in 0..7 {
+            all = all
+                .iter()
+                .flat_map(|t| ["a", "b", "."].map(|c| format!("{t}{c}")))
+                .collect();
+            topics.extend(all.iter().cloned());
+        }
+        topics
+    }
+
+    #[test]
+    fn a_pattern_covers_the_patterns_whose_topics_it_all_matches() {
+        let limits = FieldLimits::default();
+        let cases = [
+            (">", "auth.*", true),
+            (">", ">", true),
+            ("auth.>", "auth.*", true),
+            ("auth.>", "auth.login", true),
+            ("auth.>", "auth.*.x.>", true),
+            ("auth.>", "auth", false),
+            ("auth.*", "auth.login", true),
+            ("auth.*", "auth.>", false),
+            ("auth.*", "auth.a.b", false),
+            ("*.login", "auth.login", true),
+            ("*.login", "*.*", false),
+            ("auth.login", "auth.login", true),
+            ("auth.login", "auth.*", false),
+            ("auth.*", ">", false),
+            ("*", "*", true),
+        ];
+        for (p, q, expected) in cases {
+            let (p, q) = (
+                TopicPattern::parse(p, &limits).expect(p),
+                TopicPattern::parse(q, &limits).expect(q),
+            );
+            assert_eq!(p.covers(&q), expected, "{p} covers {q}");
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn patterns_match_as_the_reference_does(
@@ -862,6 +933,24 @@ mod tests {
                 Err(reason) => proptest::prop_assert!(!well_formed, "{:?} refused: {}", pattern, reason),
             }
             proptest::prop_assert_eq!(TopicPattern::parse(&pattern, &limits).is_ok(), well_formed);
+        }
+
+        /// `covers` is sound: when `p` covers `q`, no topic matches `q`
+        /// but not `p` (checked over every topic of up to 7 characters).
+        #[test]
+        fn a_covering_pattern_matches_every_topic_the_covered_one_does(
+            p in "[ab*>.]{1,5}",
+            q in "[ab*>.]{1,5}",
+        ) {
+            let limits = FieldLimits::default();
+            if let (Ok(p), Ok(q)) = (TopicPattern::parse(&p, &limits), TopicPattern::parse(&q, &limits))
+                && p.covers(&q)
+            {
+                for topic in small_topics() {
+                    proptest::prop_assert!(!q.matches(&topic) || p.matches(&topic),
+                        "{} covers {} but {} matches only the latter", p, q, topic);
+                }
+            }
         }
 
         #[test]

@@ -38,6 +38,9 @@
 //!   pattern, by size), keeping each expired event's key for the dedup
 //!   horizon; the store reads it. [`expiry`] is the background task, above
 //!   the store, that applies it in small transactions.
+//! - [`search`]: full-text search over payloads (`/events?q=`): the query
+//!   syntax, the text indexed, and which topics are (`--search`); the
+//!   embedded store keeps the index.
 //! - [`metrics`]: Prometheus metrics, one struct per server.
 //! - [`config`]: `ServeConfig`, every server setting as a flag with a
 //!   `LOGAGG_*` environment variable.
@@ -55,5 +58,6 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod retention;
+pub mod search;
 pub mod store;
 pub mod tail;

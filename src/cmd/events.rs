@@ -8,9 +8,10 @@
 //! bytes included), the format `logagg subscribe` prints. A progress bar
 //! goes to stderr for a large export (stdout not a terminal, stderr one).
 //!
-//! The pattern, `--since`/`--until` and `--source` are `/events` filters,
-//! applied by the server through its indexes; while following, the server
-//! filters the pattern and this command the source.
+//! The pattern, `--since`/`--until`, `--source` and `--grep` are `/events`
+//! filters, applied by the server through its indexes (`--grep` is its
+//! full-text `q`); while following, the server filters the pattern and
+//! this command the source.
 
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
@@ -52,6 +53,13 @@ pub struct EventsArgs {
     /// Only events from this source.
     #[arg(long)]
     pub source: Option<String>,
+
+    /// Only events whose payload values hold every word of TEXT
+    /// (full-text, case-insensitive; `ORD-7` as a phrase, `time*` as a
+    /// prefix). The server must index the topics searched (`serve
+    /// --search`); not with --follow.
+    #[arg(long, value_name = "TEXT", conflicts_with = "follow")]
+    pub grep: Option<String>,
 
     /// Stop after printing this many events.
     #[arg(long)]
@@ -129,6 +137,8 @@ struct Page {
     topic_known: Option<bool>,
     #[serde(default)]
     similar_topics: Vec<String>,
+    #[serde(default)]
+    unsearched_through: Option<u64>,
 }
 
 /// The fields of an event this command shows.
@@ -171,6 +181,7 @@ impl<W: Write> Reader<'_, W> {
             .and_then(TopicPattern::exact)
             .map(str::to_owned);
         let progress = self.progress().await;
+        let mut warned_unsearched = false;
         while !self.done() {
             let mut limit = self.args.page_size;
             if let Some(total) = self.args.limit {
@@ -185,6 +196,7 @@ impl<W: Write> Reader<'_, W> {
                 ("since", self.args.since.clone()),
                 ("until", self.args.until.clone()),
                 ("source", self.args.source.clone()),
+                ("q", self.args.grep.clone()),
             ];
             query.extend(filters.into_iter().filter_map(|(n, v)| v.map(|v| (n, v))));
             let page: Page = get_json(&self.http, &self.args.read.url, "/events", &query).await?;
@@ -198,6 +210,14 @@ impl<W: Write> Reader<'_, W> {
                     eprintln!(
                         "note: topic {:?} has never been published to{similar}",
                         exact.as_deref().unwrap_or_default()
+                    );
+                });
+            }
+            if let Some(through) = page.unsearched_through.filter(|_| !warned_unsearched) {
+                warned_unsearched = true;
+                progress.suspend(|| {
+                    eprintln!(
+                        "note: events up to seq {through} were stored before their topics were indexed for search (serve --search) and are not searched"
                     );
                 });
             }

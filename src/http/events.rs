@@ -9,6 +9,7 @@ use super::error::ApiPath;
 use super::query::{ApiQuery, NoParams};
 use super::{ApiError, AppState, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX};
 use crate::event::{FieldLimits, TopicPattern};
+use crate::search::{TextQuery, search_from};
 use crate::store::{EventQuery, StoredEvent, TimeRange, TopicSummary, event_millis};
 
 /// The query string of `GET /events`, as it arrived. Every filter is
@@ -44,6 +45,12 @@ pub struct ListParams {
     /// Only events from this source.
     #[param(min_length = 1, max_length = 255)]
     source: Option<String>,
+    /// Full-text search: only events whose payload values hold every word
+    /// (case-insensitive; `ORD-7` as a phrase, `time*` as a prefix). Only
+    /// over topics the server indexes (`serve --search`): `topic` must lie
+    /// within one indexed pattern.
+    #[param(min_length = 1, max_length = 256)]
+    q: Option<String>,
 }
 
 /// The order of a page of `GET /events`.
@@ -84,7 +91,14 @@ impl ListParams {
                 fields.field_bytes_max
             )));
         }
+        let text = self
+            .q
+            .as_deref()
+            .map(TextQuery::parse)
+            .transpose()
+            .map_err(|reason| ApiError::BadRequest(format!("q {reason}")))?;
         Ok(EventQuery {
+            text,
             topic,
             after: self.after.unwrap_or(0),
             before: self.before,
@@ -139,6 +153,12 @@ pub struct Page {
     /// is stored, when older events were deleted.
     #[serde(skip_serializing_if = "Option::is_none")]
     expired_through: Option<u64>,
+    /// With `q`, present when events the reader would otherwise have
+    /// searched were stored before their topics were indexed (`serve
+    /// --search`) and so cannot be found: every `seq` up to this one. Set
+    /// as `expired_through` is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unsearched_through: Option<u64>,
 }
 
 /// The cursor of the next page: `next_after` oldest first, `next_before`
@@ -165,6 +185,10 @@ pub async fn list(
 ) -> Result<Json<Page>, ApiError> {
     let query = params.into_query(&state.limits.decode.fields)?;
     let (newest_first, after) = (query.newest_first, query.after);
+    let unsearched = match &query.text {
+        Some(_) => Some(searchable_from(&state, query.topic.as_ref())?.saturating_sub(1)),
+        None => None,
+    };
     let pattern = query.topic.clone();
     let topic = pattern.as_ref().and_then(|p| p.exact()).map(str::to_owned);
     let found = state.store.events(query).await?;
@@ -173,10 +197,12 @@ pub async fn list(
     // Oldest first, the reader skipped expired events when any newer than
     // its cursor were deleted; newest first, when it has reached the old
     // end of what is stored and older events were deleted.
-    let skipped = if newest_first {
-        expired_through > 0 && found.next.is_none()
-    } else {
-        expired_through > after
+    let skipped = |through: u64| {
+        if newest_first {
+            through > 0 && found.next.is_none()
+        } else {
+            through > after
+        }
     };
     let mut page = Page {
         topic_known: topic.as_ref().map(|_| true),
@@ -187,7 +213,8 @@ pub async fn list(
             Next::NextAfter(found.next)
         },
         similar_topics: Vec::new(),
-        expired_through: skipped.then_some(expired_through),
+        expired_through: skipped(expired_through).then_some(expired_through),
+        unsearched_through: unsearched.filter(|&through| skipped(through)),
     };
     // Only an empty page asks whether its topic exists: one read of the
     // topic list (one row per topic, not per event).
@@ -199,6 +226,25 @@ pub async fn list(
         }
     }
     Ok(Json(page))
+}
+
+/// Where a text search of the topics `pattern` selects is complete from
+/// (see [`search_from`]), or a 400 that says which topics can be searched.
+fn searchable_from(state: &AppState, pattern: Option<&TopicPattern>) -> Result<u64, ApiError> {
+    let indexed = state.store.text_index();
+    if indexed.is_empty() {
+        return Err(ApiError::BadRequest(
+            "q (full-text search) needs topics indexed for it, and this server indexes none: start it with --search PATTERN (e.g. --search 'orders.>')".to_owned(),
+        ));
+    }
+    search_from(&indexed, pattern).ok_or_else(|| {
+        let patterns: Vec<String> = indexed.iter().map(|p| p.pattern.to_string()).collect();
+        let asked = pattern.map_or_else(|| "every topic".to_owned(), |p| format!("topic {:?}", p.to_string()));
+        ApiError::BadRequest(format!(
+            "q searches only the topics this server indexes ({}), and {asked} is not within one of them: give a topic pattern inside one",
+            patterns.join(", ")
+        ))
+    })
 }
 
 /// The newest `seq` retention deleted among the topics `pattern` selects

@@ -154,7 +154,8 @@ mod tests {
                 "until",
                 "timestamp_since",
                 "timestamp_until",
-                "source"
+                "source",
+                "q"
             ]
         );
         assert_eq!(accepted::<SubscribeParams>(), ["topic", "from"]);

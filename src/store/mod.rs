@@ -62,6 +62,7 @@ use tokio::sync::watch;
 pub use crate::api::{Counters, TopicSummary};
 use crate::event::{Event, TopicPattern};
 use crate::retention::{ExpireReport, RetentionPolicy};
+use crate::search::{IndexedPattern, TextQuery};
 
 #[cfg(feature = "postgres")]
 pub use postgres::{PostgresStore, PostgresUrl};
@@ -149,7 +150,7 @@ impl StoreConfig {
 pub async fn open(config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     match &config.location {
         StoreLocation::Embedded => {
-            let (data_dir, options) = (config.data_dir.clone(), config.embedded);
+            let (data_dir, options) = (config.data_dir.clone(), config.embedded.clone());
             let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir, &options))
                 .await
                 .map_err(|join_error| StoreError::Database(Box::new(join_error)))??;
@@ -260,6 +261,10 @@ impl CommitTime {
 /// matching more than [`PATTERN_TOPICS_MAX`] topics are checked row by row
 /// on that range, at most [`SCAN_BUDGET`] rows per page: a page may then
 /// come back short with a cursor to go on from ([`EventPage::next`]).
+/// A text query is served by the full-text index (the embedded store's,
+/// see [`crate::search`]), which yields the matching events in `seq`
+/// order within the `seq` range; the other filters are then checked row
+/// by row as above.
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
     /// Only topics this pattern matches (an exact topic when it has no
@@ -275,6 +280,11 @@ pub struct EventQuery {
     pub timestamp: TimeRange,
     /// Only events from this source.
     pub source: Option<String>,
+    /// Only events whose payload matches this text query. Only stores
+    /// with a text index take it ([`Store::text_index`] not empty), and
+    /// only for topics it covers ([`crate::search::search_from`]): the
+    /// HTTP layer checks both first.
+    pub text: Option<TextQuery>,
     /// Newest first: the page starts at the upper bound.
     pub newest_first: bool,
     /// At most this many events.
@@ -571,6 +581,14 @@ pub trait Store: Send + Sync + 'static {
         now: CommitTime,
         budget: usize,
     ) -> Result<ExpireReport, StoreError>;
+
+    /// The topic patterns whose events this store indexes for full-text
+    /// search, each with the first `seq` stored since it has been (fixed
+    /// when the store is opened); empty when it indexes nothing or has no
+    /// text index.
+    fn text_index(&self) -> Vec<IndexedPattern> {
+        Vec::new()
+    }
 
     /// The newest `seq` committed by *other* writers sharing this store
     /// (other replicas over one database), for the live tail to catch up

@@ -1,7 +1,7 @@
 //! The embedded store: one SQLite database file in the data directory, and
 //! an in-memory index of its keys (the keydir) with a snapshot file beside it.
 //!
-//! This is the only file that names `rusqlite`. The schema (version 3):
+//! This is the only file that names `rusqlite`. The schema (version 4):
 //!
 //! - `events`: one row per stored event, keyed by `seq` alone, which the
 //!   consumer assigns (the newest ever + 1, kept in `counters`, so a `seq`
@@ -20,10 +20,18 @@
 //! - `counters`: one row with the ingest counters, the newest `seq` ever
 //!   assigned, the number of `keys` rows, the events expired and the
 //!   newest `seq` expired;
-//! - `meta`: the random key of the key hash.
+//! - `meta`: the random key of the key hash;
+//! - `event_text`: the full-text index (FTS5, contentless: it holds the
+//!   tokens, not the text) of the payload values of events whose topic
+//!   matched a `--search` pattern when they were stored, keyed by `seq`
+//!   and deleted with the event; `topics.text_indexed` marks the topics
+//!   that have rows in it, so expiry of the others never touches it;
+//! - `text_index`: each `--search` pattern and the first `seq` stored
+//!   since it has been indexed ([`crate::search::IndexedPattern`]).
 //!
-//! Version 3 only adds to version 2 (a table and columns), so a version-2
-//! store is upgraded in place at open, in one short transaction.
+//! Versions 3 and 4 only add to the one before (tables and columns), so a
+//! version-2 or -3 store is upgraded in place at open, in one short
+//! transaction.
 //!
 //! Space: a new database is created with `auto_vacuum = INCREMENTAL`, and
 //! after expiry deletes rows the free pages beyond an eighth of the file
@@ -78,11 +86,12 @@ use super::{
     Commit, CommitTime, Counters, EventPage, EventQuery, Outcome, Store, StoreError, StoreStats,
     StoredEvent, SyncMode, TopicSummary,
 };
-use crate::event::Event;
+use crate::event::{Event, TopicPattern};
 use crate::retention::{ExpireReport, RetentionPolicy};
+use crate::search::{IndexedPattern, payload_text};
 
 /// The schema this build writes, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE events (
@@ -133,6 +142,21 @@ ALTER TABLE counters ADD COLUMN expired INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE counters ADD COLUMN expired_through INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// What version 4 adds to version 3: the full-text index, contentless
+/// (it keeps the tokens, not the text, which `events` already holds) with
+/// rows deletable by `rowid` alone.
+const UPGRADE_TO_4: &str = "
+CREATE VIRTUAL TABLE event_text USING fts5(body, content='', contentless_delete=1);
+CREATE TABLE text_index (
+    pattern  TEXT    PRIMARY KEY,
+    from_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE topics ADD COLUMN text_indexed INTEGER NOT NULL DEFAULT 0;
+";
+
+/// The additions that bring version `n - 1` to `n`, from version 3 on.
+const UPGRADES: [(i64, &str); 2] = [(3, UPGRADE_TO_3), (4, UPGRADE_TO_4)];
+
 const INSERT_EVENT: &str = "INSERT INTO events
     (seq, topic, event_id, timestamp, source, payload, received_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
@@ -182,7 +206,7 @@ pub const SNAPSHOT_KEYS_DEFAULT: u64 = 1_000_000;
 const SNAPSHOT_GROWTH_DIVISOR: u64 = 8;
 
 /// How [`SqliteStore::open`] sets the store up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqliteOptions {
     pub sync: SyncMode,
     /// New keys between two snapshots of the keydir (at least 1), at the
@@ -192,6 +216,9 @@ pub struct SqliteOptions {
     /// keys collide (each collision costs a read, never an answer), which
     /// tests use to exercise verification; 64 otherwise.
     pub hash_bits: u32,
+    /// Topic patterns whose events are indexed for full-text search
+    /// (`--search`).
+    pub search: Vec<TopicPattern>,
 }
 
 impl SqliteOptions {
@@ -201,6 +228,7 @@ impl SqliteOptions {
             sync,
             snapshot_keys: SNAPSHOT_KEYS_DEFAULT,
             hash_bits: 64,
+            search: Vec::new(),
         }
     }
 }
@@ -220,6 +248,9 @@ struct Inner {
     /// after a commit; read by it, by key lookups and by the snapshot.
     keydir: Arc<RwLock<KeyDir>>,
     writer: Mutex<Writer>,
+    /// `options.search`, each with the first `seq` stored since it has
+    /// been indexed; fixed at open.
+    text_index: Vec<IndexedPattern>,
     /// The snapshot being written, if any; joined before the next one
     /// starts and when the store is dropped.
     snapshot: Mutex<Option<JoinHandle<()>>>,
@@ -273,6 +304,8 @@ impl SqliteStore {
         prepare_schema(&conn, data_dir)?;
         let hasher = KeyHasher::new(read_hash_key(&conn).map_err(|e| open_error(e.into()))?);
         let durable = DurableKeys::read(&conn).map_err(database_error)?;
+        let text_index =
+            record_text_index(&conn, &options.search, durable.last_seq).map_err(database_error)?;
         let snapshot_path = data_dir.join(SNAPSHOT_FILE);
         let (keydir, replayed) =
             load_keydir(&conn, &snapshot_path, &hasher, options, &durable).map_err(open_error)?;
@@ -287,10 +320,11 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 path,
                 snapshot_path,
-                options: *options,
+                options: options.clone(),
                 hasher,
                 keydir: Arc::new(RwLock::new(keydir)),
                 writer: Mutex::new(writer),
+                text_index,
                 snapshot: Mutex::new(None),
                 readers: Mutex::new(Vec::new()),
                 read_slots: Arc::new(Semaphore::new(READERS_MAX)),
@@ -359,6 +393,7 @@ impl Inner {
             &mut writer.conn,
             &self.keydir,
             &self.hasher,
+            &self.options.search,
             events,
             received_at,
             (writer.last_seq, writer.keys),
@@ -547,9 +582,9 @@ const OLD_COPY_FILE: &str = "logagg.v1.db";
 
 impl SqliteStore {
     /// Converts the store in `data_dir` to this build's schema: schema 1
-    /// (dedup by a unique index on `(topic, event_id)`) to 3 (the keydir
-    /// and the expired keys); schema 2 is upgraded in place, as opening it
-    /// would.
+    /// (dedup by a unique index on `(topic, event_id)`) to 4 (the keydir,
+    /// the expired keys and the text index); schemas 2 and 3 are upgraded
+    /// in place, as opening them would.
     /// The new database is built beside the old one and renamed over it at
     /// the end, so a crash at any point leaves one complete database; the old
     /// one is kept as `logagg.v1.db`. Needs the server stopped, and free
@@ -571,12 +606,12 @@ impl SqliteStore {
         }
         let _lock = DataDirLock::acquire(data_dir)?;
         let version = release_old(&path).map_err(fail)?;
-        if version == 2 {
+        if version == 2 || version == 3 {
             // An upgrade in place; opening the store would do the same.
             Connection::open(&path)
                 .and_then(|conn| {
                     conn.busy_timeout(BUSY_TIMEOUT)?;
-                    upgrade_to_3(&conn)
+                    upgrade(&conn, version)
                 })
                 .map_err(|e| fail(e.into()))?;
             return Ok(Migration {
@@ -791,8 +826,7 @@ fn copy_from_v1(new_path: &Path, old_path: &Path, hasher: KeyHasher) -> rusqlite
         "INSERT INTO meta (name, value) VALUES (?1, ?2)",
         params![META_HASH_KEY, &hasher.key()[..]],
     )?;
-    tx.execute_batch(UPGRADE_TO_3)?;
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    add_upgrades(&tx, 2)?;
     tx.commit()?;
     conn.execute("DETACH DATABASE v1", [])?;
     let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
@@ -870,7 +904,7 @@ fn prepare_schema(conn: &Connection, data_dir: &Path) -> Result<(), StoreError> 
     match version {
         SCHEMA_VERSION => Ok(()),
         0 => create_schema(conn, data_dir),
-        2 => upgrade_to_3(conn).map_err(database_error),
+        2 | 3 => upgrade(conn, version).map_err(database_error),
         found if found > SCHEMA_VERSION => Err(StoreError::SchemaTooNew {
             found,
             supported: SCHEMA_VERSION,
@@ -910,20 +944,71 @@ fn create_schema(conn: &Connection, data_dir: &Path) -> Result<(), StoreError> {
             "INSERT INTO meta (name, value) VALUES (?1, ?2)",
             params![META_HASH_KEY, &hash_key[..]],
         )?;
-        tx.execute_batch(UPGRADE_TO_3)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        add_upgrades(&tx, 2)?;
         tx.commit()
     };
     create().map_err(database_error)
 }
 
-/// Adds what version 3 adds to a version-2 database, in one transaction:
-/// a table and three columns, no rows read.
-fn upgrade_to_3(conn: &Connection) -> rusqlite::Result<()> {
+/// Brings a database of version `from` (2 or later) to this build's, in
+/// one transaction: tables and columns added, no rows read.
+fn upgrade(conn: &Connection, from: i64) -> rusqlite::Result<()> {
     let tx = conn.unchecked_transaction()?;
-    tx.execute_batch(UPGRADE_TO_3)?;
-    tx.pragma_update(None, "user_version", 3)?;
+    add_upgrades(&tx, from)?;
     tx.commit()
+}
+
+/// The additions of every version after `from`, and the version number,
+/// in the transaction `tx` has open.
+fn add_upgrades(tx: &rusqlite::Transaction<'_>, from: i64) -> rusqlite::Result<()> {
+    for (version, sql) in UPGRADES {
+        if version > from {
+            tx.execute_batch(sql)?;
+        }
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+}
+
+/// Brings `text_index` in line with the `--search` patterns: a pattern
+/// new to it is indexed from the next `seq` on (`last_seq + 1`); one no
+/// longer given is dropped, so that if it comes back it starts afresh
+/// (the events stored meanwhile were not indexed). Returns the patterns
+/// with their first indexed `seq`.
+fn record_text_index(
+    conn: &Connection,
+    search: &[TopicPattern],
+    last_seq: u64,
+) -> rusqlite::Result<Vec<IndexedPattern>> {
+    let tx = conn.unchecked_transaction()?;
+    let recorded: HashMap<String, u64> = tx
+        .prepare("SELECT pattern, from_seq FROM text_index")?
+        .query_map([], |row| Ok((row.get(0)?, count(row, 1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut indexed = Vec::with_capacity(search.len());
+    for pattern in search {
+        let from_seq = match recorded.get(&pattern.to_string()) {
+            Some(&from_seq) => from_seq,
+            None => {
+                tx.execute(
+                    "INSERT INTO text_index (pattern, from_seq) VALUES (?1, ?2)",
+                    params![pattern.to_string(), to_sql(last_seq + 1)],
+                )?;
+                last_seq + 1
+            }
+        };
+        indexed.push(IndexedPattern {
+            pattern: pattern.clone(),
+            from_seq,
+        });
+    }
+    for gone in recorded
+        .keys()
+        .filter(|p| !search.iter().any(|s| s.to_string() == **p))
+    {
+        tx.execute("DELETE FROM text_index WHERE pattern = ?1", [gone])?;
+    }
+    tx.commit()?;
+    Ok(indexed)
 }
 
 fn read_hash_key(conn: &Connection) -> rusqlite::Result<[u8; 16]> {
@@ -1237,6 +1322,10 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    fn text_index(&self) -> Vec<IndexedPattern> {
+        self.inner.text_index.clone()
+    }
 }
 
 /// The statements a page of `/events` runs: every one reads an index range
@@ -1249,6 +1338,10 @@ const PAGE_ALL_ASC: &str = "SELECT seq, topic, event_id, timestamp, source, payl
 const PAGE_ALL_DESC: &str = "SELECT seq, topic, event_id, timestamp, source, payload, received_at FROM events WHERE seq > ?1 AND seq < ?2 ORDER BY seq DESC";
 const PAGE_TOPIC_ASC: &str = "SELECT seq, topic, event_id, timestamp, source, payload, received_at FROM events WHERE topic = ?3 AND seq > ?1 AND seq < ?2 ORDER BY seq";
 const PAGE_TOPIC_DESC: &str = "SELECT seq, topic, event_id, timestamp, source, payload, received_at FROM events WHERE topic = ?3 AND seq > ?1 AND seq < ?2 ORDER BY seq DESC";
+/// A text query: the index yields matching `seq`s in order within the
+/// range, each event then read by its `seq`.
+const PAGE_TEXT_ASC: &str = "SELECT e.seq, e.topic, e.event_id, e.timestamp, e.source, e.payload, e.received_at FROM event_text JOIN events e ON e.seq = event_text.rowid WHERE event_text MATCH ?3 AND event_text.rowid > ?1 AND event_text.rowid < ?2 ORDER BY event_text.rowid";
+const PAGE_TEXT_DESC: &str = "SELECT e.seq, e.topic, e.event_id, e.timestamp, e.source, e.payload, e.received_at FROM event_text JOIN events e ON e.seq = event_text.rowid WHERE event_text MATCH ?3 AND event_text.rowid > ?1 AND event_text.rowid < ?2 ORDER BY event_text.rowid DESC";
 
 /// One page of `query`, in the transaction `conn` has open.
 fn read_page(conn: &Connection, query: &EventQuery) -> rusqlite::Result<EventPage> {
@@ -1263,6 +1356,16 @@ fn read_page(conn: &Connection, query: &EventQuery) -> rusqlite::Result<EventPag
     }
     if low.saturating_add(1) >= high {
         return Ok(EventPage::default());
+    }
+    if let Some(text) = &query.text {
+        let sql = if query.newest_first {
+            PAGE_TEXT_DESC
+        } else {
+            PAGE_TEXT_ASC
+        };
+        let mut statement = conn.prepare_cached(sql)?;
+        let rows = statement.query(params![low, high, text.to_fts5()])?;
+        return super::merge_page(query, vec![rows.mapped(stored_event)]);
     }
     let topics = match &query.topic {
         Some(pattern) if pattern.exact().is_none() => {
@@ -1391,6 +1494,7 @@ fn append(
     conn: &mut Connection,
     keydir: &RwLock<KeyDir>,
     hasher: &KeyHasher,
+    search: &[TopicPattern],
     events: &[Event],
     received_at: CommitTime,
     (last_seq, keys): (u64, u64),
@@ -1440,14 +1544,26 @@ fn append(
         }
     }
     insert_fresh(&tx, events, &fresh, last_seq, received_at)?;
+    let indexed = if search.is_empty() {
+        HashMap::default()
+    } else {
+        index_text(&tx, search, events, &fresh, last_seq)?
+    };
     {
         let mut upsert_topic = tx.prepare_cached(
-            "INSERT INTO topics (topic, events, last_seq) VALUES (?1, ?2, ?3)
+            "INSERT INTO topics (topic, events, last_seq, text_indexed) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (topic) DO UPDATE SET
-                events = events + excluded.events, last_seq = excluded.last_seq",
+                events = events + excluded.events, last_seq = excluded.last_seq,
+                text_indexed = max(text_indexed, excluded.text_indexed)",
         )?;
         for (topic, (count, last_seq)) in &topics {
-            upsert_topic.execute(params![topic, to_sql(*count), to_sql(*last_seq)])?;
+            let text_indexed = indexed.get(topic).copied().unwrap_or(false);
+            upsert_topic.execute(params![
+                topic,
+                to_sql(*count),
+                to_sql(*last_seq),
+                text_indexed
+            ])?;
         }
         let unique = fresh.len() as u64;
         let conflicts = outcomes
@@ -1508,11 +1624,11 @@ fn expire(
     let mut left = budget;
     let (mut expired, mut expired_through) = (0_u64, 0_u64);
     let (mut still_over, mut keys_fill_limit) = (false, false);
-    let topics: Vec<String> = tx
-        .prepare_cached("SELECT topic FROM topics WHERE events > 0 ORDER BY topic")?
-        .query_map([], |row| row.get(0))?
+    let topics: Vec<(String, bool)> = tx
+        .prepare_cached("SELECT topic, text_indexed FROM topics WHERE events > 0 ORDER BY topic")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    for topic in &topics {
+    for (topic, text_indexed) in &topics {
         if left == 0 {
             break;
         }
@@ -1545,6 +1661,13 @@ fn expire(
              WHERE topic = ?1 AND seq <= ?2",
         )?
         .execute(range)?;
+        if *text_indexed {
+            tx.prepare_cached(
+                "DELETE FROM event_text WHERE rowid IN
+                 (SELECT seq FROM events WHERE topic = ?1 AND seq <= ?2)",
+            )?
+            .execute(range)?;
+        }
         tx.prepare_cached("DELETE FROM events WHERE topic = ?1 AND seq <= ?2")?
             .execute(range)?;
         tx.prepare_cached(
@@ -1716,6 +1839,12 @@ fn expire_through(tx: &rusqlite::Transaction<'_>, last: u64) -> rusqlite::Result
             ])?;
         }
     }
+    tx.prepare_cached(
+        "DELETE FROM event_text WHERE rowid IN
+         (SELECT seq FROM events WHERE seq <= ?1 AND topic IN
+            (SELECT topic FROM topics WHERE text_indexed))",
+    )?
+    .execute(through)?;
     tx.prepare_cached("DELETE FROM events WHERE seq <= ?1")?
         .execute(through)?;
     Ok(())
@@ -1795,6 +1924,31 @@ fn insert_fresh(
         }
     }
     Ok(())
+}
+
+/// Adds the payload text of each `fresh` event whose topic a `search`
+/// pattern matches to the full-text index, under its `seq`. Returns, for
+/// each topic of the fresh events, whether it is indexed.
+fn index_text<'e>(
+    tx: &rusqlite::Transaction<'_>,
+    search: &[TopicPattern],
+    events: &'e [Event],
+    fresh: &[(usize, u64)],
+    last_seq: u64,
+) -> rusqlite::Result<HashMap<&'e str, bool, FastHash>> {
+    let mut indexed: HashMap<&str, bool, FastHash> = HashMap::default();
+    let mut insert = tx.prepare_cached("INSERT INTO event_text (rowid, body) VALUES (?1, ?2)")?;
+    for (seq, &(index, _)) in (last_seq + 1..).zip(fresh) {
+        let event = &events[index];
+        let topic = event.topic.as_str();
+        let wanted = *indexed
+            .entry(topic)
+            .or_insert_with(|| search.iter().any(|p| p.matches(topic)));
+        if wanted {
+            insert.execute(params![to_sql(seq), payload_text(event.payload.get())])?;
+        }
+    }
+    Ok(indexed)
 }
 
 /// One new event's row in `events` and in `keys`.
@@ -1971,6 +2125,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let conn = Connection::open(dir.path().join("plan.db")).expect("a database");
         conn.execute_batch(SCHEMA).expect("the schema");
+        for (_, upgrade) in UPGRADES {
+            conn.execute_batch(upgrade).expect("the upgrades");
+        }
         let expected = [
             (
                 SEQ_AT_OR_AFTER,
@@ -1993,11 +2150,174 @@ mod tests {
                 PAGE_TOPIC_DESC,
                 "SEARCH events USING INDEX events_by_topic (topic=? AND seq>? AND seq<?)",
             ),
+            // FTS5's plan: `M` a full-text match, `>` and `<` the rowid
+            // (seq) range, 64 the rowid order served by the index (192:
+            // descending; no sort step follows); then one lookup by seq per
+            // match.
+            (
+                PAGE_TEXT_ASC,
+                "SCAN event_text VIRTUAL TABLE INDEX 64:M1><; SEARCH e USING INTEGER PRIMARY KEY (rowid=?)",
+            ),
+            (
+                PAGE_TEXT_DESC,
+                "SCAN event_text VIRTUAL TABLE INDEX 192:M1><; SEARCH e USING INTEGER PRIMARY KEY (rowid=?)",
+            ),
         ];
         for (sql, step) in expected {
             let plan = plan(&conn, sql);
             // One index range, no sort, no full scan.
             assert_eq!(plan, step, "plan of {sql}");
+        }
+    }
+
+    /// The index rows of expired events are deleted with them, by either
+    /// kind of expiry, not merely hidden by the join with `events`; a topic
+    /// that was never indexed is expired without touching the index.
+    #[tokio::test]
+    async fn expiry_deletes_the_index_rows_of_the_events_it_deletes() {
+        use crate::retention::{Keep, RetainRule};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let limits = FieldLimits::default();
+        let store = open(
+            dir.path(),
+            SqliteOptions {
+                search: vec![TopicPattern::parse("t.>", &limits).expect("a pattern")],
+                ..SqliteOptions::new(SyncMode::Normal)
+            },
+        );
+        let needles = |topic: &str, from: usize| -> Arc<[Event]> {
+            (from..from + 10)
+                .map(|i| event(topic, &i.to_string(), r#"{"w":"needle"}"#))
+                .collect::<Vec<_>>()
+                .into()
+        };
+        for topic in ["t.a", "t.b", "u"] {
+            store
+                .append(needles(topic, 0), CommitTime(1_000))
+                .await
+                .expect("append");
+        }
+        let db = Connection::open(dir.path().join(DB_FILE)).expect("a read connection");
+        let indexed = || -> i64 {
+            db.query_row(
+                "SELECT count(*) FROM event_text WHERE event_text MATCH 'needle'",
+                [],
+                |row| row.get(0),
+            )
+            .expect("count")
+        };
+        let flagged = || -> Vec<String> {
+            db.prepare("SELECT topic FROM topics WHERE text_indexed ORDER BY topic")
+                .and_then(|mut s| s.query_map([], |row| row.get(0))?.collect())
+                .expect("flags")
+        };
+        assert_eq!(
+            (indexed(), flagged()),
+            (20, vec!["t.a".into(), "t.b".into()])
+        );
+        // By age, one topic.
+        let policy = RetentionPolicy {
+            rules: vec![RetainRule {
+                pattern: TopicPattern::parse("t.a", &limits).expect("a pattern"),
+                keep: Keep::For(Duration::from_secs(1)),
+            }],
+            default: Keep::Forever,
+            dedup_horizon: Keep::Forever,
+            bytes_max: None,
+        };
+        let report = store
+            .expire(&policy, CommitTime(10_000), 1_000)
+            .await
+            .expect("expire");
+        assert_eq!(report.expired, 10);
+        assert_eq!(indexed(), 10);
+        // By size, every topic.
+        let policy = RetentionPolicy {
+            rules: Vec::new(),
+            default: Keep::Forever,
+            dedup_horizon: Keep::Forever,
+            bytes_max: Some(1),
+        };
+        let report = store
+            .expire(&policy, CommitTime(10_000), 1_000)
+            .await
+            .expect("expire");
+        assert_eq!(report.expired, 20);
+        assert_eq!(indexed(), 0);
+        let check: String = db
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .expect("integrity check");
+        assert_eq!(check, "ok");
+        db.execute(
+            "INSERT INTO event_text (event_text) VALUES ('integrity-check')",
+            [],
+        )
+        .expect("the full-text index is consistent");
+    }
+
+    /// Whatever text `q` holds, a query it parses into is valid FTS5: it
+    /// finds its words or nothing, never a syntax error (which would be a
+    /// 500 for the reader).
+    #[test]
+    fn every_text_query_that_parses_runs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(
+            dir.path(),
+            &SqliteOptions {
+                search: vec![TopicPattern::everything()],
+                ..SqliteOptions::new(SyncMode::Normal)
+            },
+        )
+        .expect("open");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a tokio runtime");
+        runtime
+            .block_on(store.append(
+                batch(&[event("t", "1", r#"{"m":"naïve café ² ٣ ⅷ a*b \"q\" x-y"}"#)]),
+                CommitTime(0),
+            ))
+            .expect("append");
+        let search = |q: &str| {
+            let Ok(text) = crate::search::TextQuery::parse(q) else {
+                return Ok(0);
+            };
+            let query = EventQuery {
+                text: Some(text),
+                limit: 10,
+                ..EventQuery::default()
+            };
+            runtime
+                .block_on(store.events(query))
+                .map(|p| p.events.len())
+        };
+        for (q, found) in [
+            ("naive", 1),
+            ("CAFÉ", 1),
+            ("x-y", 1),
+            ("a*b", 1),
+            ("\"q\"", 1),
+            ("y-x", 0),
+        ] {
+            assert_eq!(search(q).expect(q), found, "{q}");
+        }
+        proptest!(ProptestConfig::with_cases(500), |(q in "\\PC{0,40}")| {
+            prop_assert!(search(&q).is_ok(), "{:?}: {:?}", q, search(&q));
+        });
+        for q in [
+            "²",
+            "٣",
+            "ⅷ",
+            "\u{301}a",
+            "a\u{200b}b",
+            "NEAR(a b)",
+            "a OR b",
+            "-a",
+            "^a",
+            "a:b",
+            "{a}",
+        ] {
+            assert!(search(q).is_ok(), "{q}: {:?}", search(q));
         }
     }
 
@@ -2034,6 +2354,7 @@ mod tests {
             sync: SyncMode::Full,
             snapshot_keys,
             hash_bits,
+            search: Vec::new(),
         }
     }
 
@@ -2398,7 +2719,7 @@ mod tests {
         steps: Vec<Step>,
     ) -> Result<(), TestCaseError> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut store = open(dir.path(), options);
+        let mut store = open(dir.path(), options.clone());
         let mut model = Model::default();
         for (i, step) in steps.iter().enumerate() {
             match step {
@@ -2412,7 +2733,7 @@ mod tests {
                 }
                 Step::Reopen => {
                     drop(store);
-                    store = open(dir.path(), options);
+                    store = open(dir.path(), options.clone());
                 }
             }
         }
@@ -2456,18 +2777,20 @@ mod tests {
 
         /// The store against a plain map, first write wins; with hash widths
         /// down to 1 bit (every key collides), snapshots after every few
-        /// keys, and reopens between commits.
+        /// keys, reopens between commits, and with or without the text index.
         #[test]
         fn the_store_agrees_with_a_plain_model(
             hash_bits in prop_oneof![Just(1u32), Just(2), Just(64)],
             snapshot_keys in prop_oneof![Just(1u64), Just(4), Just(1_000)],
             normal in any::<bool>(),
+            indexed in any::<bool>(),
             steps in prop::collection::vec(step(), 1..16),
         ) {
             let options = SqliteOptions {
                 sync: if normal { SyncMode::Normal } else { SyncMode::Full },
                 snapshot_keys,
                 hash_bits,
+                search: if indexed { vec![TopicPattern::everything()] } else { Vec::new() },
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .build()

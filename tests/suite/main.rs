@@ -25,11 +25,14 @@ mod openapi;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod publisher;
+#[cfg(feature = "postgres")]
+mod query_plans;
 mod reading_cli;
 mod reads;
 #[cfg(feature = "postgres")]
 mod replicas;
 mod retention;
+mod search;
 mod store_contract;
 mod subscribe;
 mod tls;

@@ -102,6 +102,68 @@ async fn events_filters_by_time_and_source_on_the_server() {
 }
 
 #[tokio::test]
+async fn events_grep_searches_payloads_on_the_server_and_says_what_it_could_not() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().to_path_buf();
+    let said = |i: usize, text: &str| {
+        let mut e = event("orders.eu", &format!("o{i}"));
+        e["payload"] = json!({ "message": text });
+        e
+    };
+    {
+        let mut before = TestApp::spawn_with(|config| config.data_dir = data_dir.clone()).await;
+        before.api.publish_ok(&json!([said(1, "timeout")])).await;
+        before.stop().await;
+    }
+    let app = TestApp::spawn_with(|config| {
+        config.data_dir = data_dir;
+        config.search = vec![
+            logagg::event::TopicPattern::parse("orders.>", &Default::default()).expect("pattern"),
+        ];
+    })
+    .await;
+    app.api
+        .publish_ok(&json!([
+            said(2, "Gateway TIMEOUT"),
+            said(3, "paid"),
+            said(4, "timeout again"),
+        ]))
+        .await;
+    let (ok, stdout, stderr) = logagg_status(
+        &app,
+        &[
+            "events",
+            "orders.eu",
+            "--grep",
+            "timeout",
+            "--page-size",
+            "1",
+        ],
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    assert_eq!(seqs(&stdout), [2, 4]);
+    assert_eq!(
+        stderr
+            .matches("note: events up to seq 1 were stored before their topics were indexed")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    // A topic the server does not index: its answer, in one line.
+    let (ok, _, stderr) = logagg_status(&app, &["events", "--grep", "timeout"]).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("q searches only the topics this server indexes (orders.>)"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) =
+        logagg_status(&app, &["events", "orders.eu", "--grep", "x", "--follow"]).await;
+    assert!(!ok);
+    assert!(stderr.contains("cannot be used with"), "{stderr}");
+}
+
+#[tokio::test]
 async fn events_as_a_table_are_aligned_with_a_header() {
     let app = app_with_events().await;
     let table = logagg(&app, &["events", "billing.paid", "--table", "--limit", "2"]).await;

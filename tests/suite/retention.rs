@@ -700,7 +700,10 @@ async fn a_schema_2_store_is_upgraded_in_place_and_keeps_its_events() {
     // Back to what a schema-2 build wrote.
     let db = rusqlite::Connection::open(dir.path().join("logagg.db")).expect("open db");
     db.execute_batch(
-        "DROP TABLE expired_keys;
+        "DROP TABLE event_text;
+         DROP TABLE text_index;
+         ALTER TABLE topics DROP COLUMN text_indexed;
+         DROP TABLE expired_keys;
          ALTER TABLE topics DROP COLUMN expired_through;
          ALTER TABLE counters DROP COLUMN expired;
          ALTER TABLE counters DROP COLUMN expired_through;
@@ -722,7 +725,7 @@ async fn a_schema_2_store_is_upgraded_in_place_and_keeps_its_events() {
         .expect("open db")
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .expect("user_version");
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }
 
 #[tokio::test]

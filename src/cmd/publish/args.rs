@@ -100,6 +100,17 @@ pub struct PublishArgs {
     )]
     pub payload_bytes: usize,
 
+    /// Fill each synthetic payload with words (from a fixed vocabulary of
+    /// 4,096, a few very common and most rare, as in log messages) instead
+    /// of random characters: a load for full-text search (`serve
+    /// --search`).
+    #[arg(
+        long,
+        env = "LOGAGG_PUBLISH_PAYLOAD_WORDS",
+        help_heading = "Synthetic load"
+    )]
+    pub payload_words: bool,
+
     /// Share of the N sends that re-send an earlier event byte for byte, as
     /// a publisher retrying after a lost acknowledgement would: exactly
     /// round(N × rate) of them, so N − round(N × rate) events are unique.

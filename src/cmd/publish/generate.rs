@@ -44,6 +44,8 @@ pub(crate) struct LoadSpec {
     pub topics: usize,
     /// Approximate size of each payload object's JSON text.
     pub payload_bytes: usize,
+    /// The fill is words of [`vocabulary`] rather than random characters.
+    pub payload_words: bool,
     /// Share of sends that are re-sends, in `[0, 1)`.
     pub duplicate_rate: f64,
     pub ids: IdKind,
@@ -81,6 +83,11 @@ pub(crate) fn generate(spec: &LoadSpec) -> Vec<Arc<str>> {
             is_resend[position + 1] = true;
         }
     }
+    let words = if spec.payload_words {
+        vocabulary()
+    } else {
+        Vec::new()
+    };
     let mut unique: Vec<Arc<str>> = Vec::with_capacity(spec.unique() as usize);
     let mut out = Vec::with_capacity(sends);
     for resend in is_resend {
@@ -88,7 +95,7 @@ pub(crate) fn generate(spec: &LoadSpec) -> Vec<Arc<str>> {
             let earlier = rng.random_range(0..unique.len());
             Arc::clone(&unique[earlier])
         } else {
-            let line: Arc<str> = event_line(spec, unique.len() as u64, &mut rng).into();
+            let line: Arc<str> = event_line(spec, &words, unique.len() as u64, &mut rng).into();
             unique.push(Arc::clone(&line));
             line
         };
@@ -98,7 +105,7 @@ pub(crate) fn generate(spec: &LoadSpec) -> Vec<Arc<str>> {
 }
 
 /// The `n`-th unique event.
-fn event_line(spec: &LoadSpec, n: u64, rng: &mut impl Rng) -> String {
+fn event_line(spec: &LoadSpec, words: &[String], n: u64, rng: &mut impl Rng) -> String {
     let millis = spec.start_millis.saturating_add(n as i64);
     let topic = rng.random_range(0..spec.topics);
     let event_id = match spec.ids {
@@ -119,9 +126,44 @@ fn event_line(spec: &LoadSpec, n: u64, rng: &mut impl Rng) -> String {
     )
     .expect("writing to a String cannot fail");
     let fill = spec.payload_bytes.saturating_sub(PAYLOAD_OVERHEAD);
-    line.extend((0..fill).map(|_| alphanumeric(rng)));
+    if words.is_empty() {
+        line.extend((0..fill).map(|_| alphanumeric(rng)));
+    } else {
+        let (start, end) = (line.len(), line.len() + fill);
+        while line.len() < end {
+            if line.len() > start {
+                line.push(' ');
+            }
+            // Log-uniform ranks: word k is drawn about 1/k as often as the
+            // first, as word frequencies in text are.
+            let rank = (words.len() as f64).powf(rng.random::<f64>()) as usize - 1;
+            line.push_str(&words[rank.min(words.len() - 1)]);
+        }
+    }
     line.push_str("\"}}");
     line
+}
+
+/// Words in a vocabulary of `--payload-words`.
+pub(crate) const VOCABULARY_WORDS: usize = 4_096;
+
+/// [`VOCABULARY_WORDS`] distinct lowercase words of 3 to 9 letters, the
+/// same every time (whatever `--seed`), so that loads sent separately
+/// share their words; the first are the most frequent.
+pub(crate) fn vocabulary() -> Vec<String> {
+    let mut rng = ChaCha8Rng::seed_from_u64(0x766f_6361_6275_6c61);
+    let mut seen = std::collections::HashSet::new();
+    let mut words = Vec::with_capacity(VOCABULARY_WORDS);
+    while words.len() < VOCABULARY_WORDS {
+        let length = rng.random_range(3..=9);
+        let word: String = (0..length)
+            .map(|_| char::from(b'a' + rng.random_range(0..26u8)))
+            .collect();
+        if seen.insert(word.clone()) {
+            words.push(word);
+        }
+    }
+    words
 }
 
 fn alphanumeric(rng: &mut impl Rng) -> char {
@@ -137,6 +179,7 @@ mod tests {
 
     fn spec(sends: u64, duplicate_rate: f64, seed: u64) -> LoadSpec {
         LoadSpec {
+            payload_words: false,
             sends,
             topics: 3,
             payload_bytes: 64,
@@ -220,6 +263,42 @@ mod tests {
             assert!(id > previous_id, "uuid7 ids are time-ordered");
             previous_id = id;
         }
+    }
+
+    #[test]
+    fn word_payloads_are_vocabulary_words_the_first_the_most_frequent() {
+        let mut spec = spec(2_000, 0.0, 5);
+        spec.payload_words = true;
+        spec.payload_bytes = 120;
+        let words = vocabulary();
+        assert_eq!(words.len(), VOCABULARY_WORDS);
+        assert_eq!(words, vocabulary(), "the same words every time");
+        let mut counts = vec![0_usize; words.len()];
+        for line in generate(&spec) {
+            let event: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+            let payload = serde_json::to_string(&event["payload"]).expect("payload");
+            // 120 less the digits `n` lacks of seven, plus up to a word.
+            assert!((110..=135).contains(&payload.len()), "{payload}");
+            for word in event["payload"]["fill"]
+                .as_str()
+                .expect("fill")
+                .split_whitespace()
+            {
+                let rank = words
+                    .iter()
+                    .position(|w| w == word)
+                    .expect("a vocabulary word");
+                counts[rank] += 1;
+            }
+        }
+        let (top, tail) = (
+            counts[..16].iter().sum::<usize>(),
+            counts[2048..].iter().sum::<usize>(),
+        );
+        // Log-uniform: the first 16 ranks and the last 2,048 each get a
+        // third and a twelfth of the draws, about.
+        assert!(top > 3 * tail, "first 16: {top}, last 2048: {tail}");
+        assert!(tail > 0);
     }
 
     #[test]

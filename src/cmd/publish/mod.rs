@@ -152,6 +152,7 @@ fn prepare_load(args: &PublishArgs, sends: u64, seed: u64) -> Source {
         sends,
         topics: args.topics.get(),
         payload_bytes: args.payload_bytes,
+        payload_words: args.payload_words,
         duplicate_rate: args.duplicate_rate,
         ids: args.ids,
         seed,

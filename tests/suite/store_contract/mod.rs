@@ -175,6 +175,7 @@ contract_tests!(
     reopening_keeps_events_counters_and_the_seq_range,
     events_page_by_seq_and_topic_and_come_back_as_sent,
     events_filter_by_pattern_time_source_and_timestamp_in_either_order,
+    a_pattern_over_uneven_topics_pages_in_seq_order_both_ways,
     received_at_never_decreases_when_the_clock_steps_back,
     topics_are_listed_in_byte_order_with_counts_and_newest_seq,
     stats_are_one_snapshot_while_appends_commit,
@@ -539,6 +540,81 @@ async fn events_filter_by_pattern_time_source_and_timestamp_in_either_order(fixt
         ..query(10)
     };
     assert_eq!(seqs(&*store, desc_range).await, (vec![6, 5, 4], None));
+}
+
+/// A pattern's topics are read one index range each and merged: with
+/// topics of very different sizes, bursts, and pages larger and smaller
+/// than what a backend reads per statement, every page is the next events
+/// in `seq` order (or newest first), none skipped or repeated.
+async fn a_pattern_over_uneven_topics_pages_in_seq_order_both_ways(fixture: Fixture) {
+    let store = fixture.open().await;
+    // x.big: most events; x.burst: 400 in a row in the middle; x.rare:
+    // every 97th; y.other: matched by no pattern below.
+    let mut events = Vec::new();
+    for n in 0..2_000 {
+        let topic = match n {
+            _ if n % 97 == 0 => "x.rare",
+            800..1_200 => "x.burst",
+            _ if n % 5 == 0 => "y.other",
+            _ => "x.big",
+        };
+        let source = if n % 3 == 0 { "three" } else { "other" };
+        events.push(sourced(
+            topic,
+            &n.to_string(),
+            "2025-01-01T00:00:00Z",
+            source,
+        ));
+    }
+    for chunk in events.chunks(500) {
+        append(&*store, chunk).await;
+    }
+    let expected: Vec<u64> = (1..=2_000)
+        .filter(|seq| !events[(seq - 1) as usize].topic.as_str().starts_with('y'))
+        .collect();
+    let pattern = TopicPattern::parse("x.*", &FieldLimits::default()).expect("pattern");
+    for (limit, newest_first, source) in [
+        (7, false, None),
+        (100, false, None),
+        (1_000, false, None),
+        (7, true, None),
+        (300, true, None),
+        (50, false, Some("three")),
+        (50, true, Some("three")),
+    ] {
+        let mut read = Vec::new();
+        let mut cursor = None;
+        loop {
+            let query = EventQuery {
+                topic: Some(pattern.clone()),
+                after: if newest_first { 0 } else { cursor.unwrap_or(0) },
+                before: if newest_first { cursor } else { None },
+                newest_first,
+                source: source.map(str::to_owned),
+                limit,
+                ..EventQuery::default()
+            };
+            let page = store.events(query).await.expect("events");
+            assert!(page.events.len() <= limit);
+            read.extend(page.events.iter().map(|e| e.seq));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        let mut want: Vec<u64> = expected
+            .iter()
+            .copied()
+            .filter(|seq| source.is_none() || (seq - 1) % 3 == 0)
+            .collect();
+        if newest_first {
+            want.reverse();
+        }
+        assert_eq!(
+            read, want,
+            "limit {limit}, newest first {newest_first}, source {source:?}"
+        );
+    }
 }
 
 async fn received_at_never_decreases_when_the_clock_steps_back(fixture: Fixture) {
