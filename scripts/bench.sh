@@ -20,7 +20,8 @@
 # retention (not in the default set; ~3 minutes): publish latency while
 # expiry purges a filled store (PURGE_EVENTS, default 300,000), beside the
 # same load with nothing to purge, and the store's size on disk under a
-# steady load with --retain-for 20s --dedup-horizon 40s; query
+# steady load with --retain-for 20s --dedup-horizon 40s (that part alone:
+# retention-steady, ~4 minutes); query
 # (not in the default set): a store of QUERY_EVENTS (default 10,000,000)
 # events, indexed for full-text search, then QUERY_PAGES (default 500)
 # pages of 100 of each kind of /events filter (text included), p50/p99,
@@ -834,9 +835,29 @@ latency_during_purge() {
 scenario_retention() {
   latency_during_purge purge-none "--retain-for forever"
   latency_during_purge purge-running "--retain-for 20s"
-  # Steady state: 2,000 events/s of ~1 KiB, kept 20 s, keys 40 s: the
-  # store's size on disk every 15 s for 150 s.
-  local dir sizes=() i
+  scenario_retention-steady
+}
+
+# mib FILE: its size in MiB, one decimal (0.0 when it does not exist).
+mib() { awk -v b="$(stat -c %s "$1" 2>/dev/null || echo 0)" 'BEGIN {printf "%.1f", b / 1048576}'; }
+
+# pages DB: the database's size as of its newest commit (its pages, WAL
+# included) and the part of it in use (less the free pages), in MiB, read
+# on a read-only connection. The file only reaches that size at the next
+# checkpoint.
+pages() {
+  python3 -c 'import sqlite3, sys
+c = sqlite3.connect("file:" + sys.argv[1] + "?mode=ro", uri=True)
+p, f, s = (c.execute("PRAGMA " + n).fetchone()[0] for n in ("page_count", "freelist_count", "page_size"))
+print("%.1f/%.1f" % (p * s / 1048576, (p - f) * s / 1048576))' "$1"
+}
+
+# Steady state (also alone: scripts/bench.sh retention-steady): 2,000
+# events/s of ~1 KiB, kept 20 s, keys 40 s: every 15 s for 150 s, the data
+# directory on disk (du), and the database file, its WAL and the keydir
+# snapshot separately (their sizes); then for 60 s with no load.
+scenario_retention-steady() {
+  local dir sizes=() dbs=() wals=() snaps=() logical=() i stats
   dir=$(fresh_dir)
   start_server "$dir" --retain-for 20s --dedup-horizon 40s --expire-interval 1s
   publish --generate 300000 --rate 2000 --batch-size 10 --concurrency 8 --ids uuid4 --topics 8 --payload-bytes 1000 >/dev/null &
@@ -844,10 +865,31 @@ scenario_retention() {
   for i in $(seq 1 10); do
     sleep 15
     sizes+=("$(du -sm "$dir" | cut -f1)")
+    dbs+=("$(mib "$dir/logagg.db")")
+    wals+=("$(mib "$dir/logagg.db-wal")")
+    snaps+=("$(mib "$dir/keydir.snapshot")")
+    logical+=("$(pages "$dir/logagg.db")")
   done
   wait "$load"
-  printf '%-19s MiB on disk every 15 s: %s  (%s stored, %s expired)\n' steady-size "${sizes[*]}" \
-    "$(field "$(curl -s "$URL/stats")" stored)" "$(field "$(curl -s "$URL/stats")" expired)"
+  # One read of /stats, so stored + expired is one snapshot's (expiry goes
+  # on between two reads).
+  stats=$(curl -s "$URL/stats")
+  printf '%-19s MiB on disk every 15 s: %s  (%s stored, %s expired, %s unique)\n' steady-size "${sizes[*]}" \
+    "$(field "$stats" stored)" "$(field "$stats" expired)" "$(field "$stats" unique_processed)"
+  printf '%-19s MiB every 15 s: %s\n' steady-db "${dbs[*]}" steady-wal "${wals[*]}" steady-snapshot "${snaps[*]}" \
+    steady-pages/used "${logical[*]}"
+  # Then nothing comes in: within 20 s every event expires, within 40 s
+  # every key; the database gives its pages back, the WAL keeps its size.
+  sizes=() dbs=() wals=() logical=()
+  for i in $(seq 1 4); do
+    sleep 15
+    sizes+=("$(du -sm "$dir" | cut -f1)")
+    dbs+=("$(mib "$dir/logagg.db")")
+    wals+=("$(mib "$dir/logagg.db-wal")")
+    logical+=("$(pages "$dir/logagg.db")")
+  done
+  printf '%-19s MiB every 15 s after the load: %s (database file %s, WAL %s, pages/used %s)\n' idle-size \
+    "${sizes[*]}" "${dbs[*]}" "${wals[*]}" "${logical[*]}"
   stop_server
 }
 

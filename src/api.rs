@@ -151,6 +151,12 @@ pub struct Stats {
     /// one that succeeds.
     #[serde(default)]
     pub disk_full: bool,
+    /// Whether key records alone fill `--retain-bytes` (embedded store):
+    /// the last expiry round ended over the limit with no event left, so
+    /// every event expires at the next round after it is stored. Cleared
+    /// by a round that ends under the limit.
+    #[serde(default)]
+    pub keys_fill_size_limit: bool,
 }
 
 /// The body of `GET /health`.
@@ -160,6 +166,10 @@ pub struct Health {
     pub status: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disk_full: bool,
+    /// Key records alone fill `--retain-bytes`: events are stored but
+    /// expire at once (see `Stats::keys_fill_size_limit`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keys_fill_size_limit: bool,
     /// What is wrong and what it means, when degraded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,

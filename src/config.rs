@@ -227,12 +227,16 @@ pub struct ServeConfig {
     #[arg(long, env = "LOGAGG_EXPIRE_INTERVAL", default_value = "10s", value_parser = parse_positive_duration)]
     pub expire_interval: Duration,
 
-    /// Most bytes the embedded store's database may use (e.g. 50GiB,
-    /// 500MB): beyond it the oldest events of all topics expire, whatever
-    /// their age, keeping their keys as --retain-for does. Measured as the
+    /// Most bytes the store may hold (e.g. 50GiB, 500MB): beyond it the
+    /// oldest events of all topics expire, whatever their age, keeping their
+    /// keys as --retain-for does. On the embedded store it bounds the
     /// database's used pages: events and key records (also those of expired
-    /// events); the WAL (up to 64 MiB) and free pages come on top. Not with
-    /// a PostgreSQL --store. Default: no limit.
+    /// events); the WAL (up to 64 MiB) and free pages come on top. On
+    /// PostgreSQL it bounds the stored events' data, each event counted as
+    /// the bytes of its topic, id, timestamp, source and payload plus 16,
+    /// not the database's files: those do not shrink when events expire
+    /// (autovacuum makes the space reusable), and row overhead, indexes and
+    /// expired keys come on top. Default: no limit.
     #[arg(long, env = "LOGAGG_RETAIN_BYTES", value_name = "SIZE", value_parser = ByteSize::parse)]
     pub retain_bytes: Option<ByteSize>,
     // --- end of retention ---
@@ -268,10 +272,6 @@ pub enum ConfigError {
         "--tls-cert and --tls-key go together: give both (PEM files) for HTTPS, or neither for plain HTTP"
     )]
     TlsHalfConfigured,
-    #[error(
-        "--retain-bytes works with the embedded store only; with a PostgreSQL --store, bound its size with --retain-for and --retain"
-    )]
-    RetainBytesOnPostgres,
     #[error(
         "--search works with the embedded store only: the PostgreSQL store keeps no full-text index"
     )]
@@ -320,9 +320,6 @@ impl ServeConfig {
     }
 
     fn validate_retention(&self) -> Result<(), ConfigError> {
-        if self.retain_bytes.is_some() && !matches!(self.store, StoreLocation::Embedded) {
-            return Err(ConfigError::RetainBytesOnPostgres);
-        }
         let policy = self.retention();
         if let Keep::For(horizon) = policy.dedup_horizon {
             let longest = std::iter::once(policy.default)
@@ -541,9 +538,6 @@ mod tests {
             assert!(matches!(cli.config.store, StoreLocation::Postgres(_)));
             assert_eq!(cli.config.store.to_string(), "postgres://u@db:5432/logagg");
             assert!(!format!("{:?}", cli.config).contains("secret"));
-            let mut config = cli.config;
-            config.retain_bytes = Some(ByteSize(1 << 30));
-            assert_eq!(config.validate(), Err(ConfigError::RetainBytesOnPostgres));
         }
     }
 }

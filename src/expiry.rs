@@ -3,8 +3,11 @@
 //! transaction and pauses between transactions, so the ingest consumer,
 //! which shares the store's single writer, never waits for more than one
 //! small transaction. What the policy means is in [`crate::retention`].
+//! What it finds that an operator must act on, it keeps in
+//! [`RetentionStatus`] for `/health` and `/stats`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -20,12 +23,44 @@ pub const EXPIRE_BATCH_ROWS: usize = 1_000;
 /// room for the consumer's commits.
 const PAUSE_BETWEEN_BATCHES: Duration = Duration::from_millis(5);
 
-/// Starts the task applying `policy` every `interval` until `shutdown`;
-/// `None` when the policy never expires anything.
+/// What the last round of expiry found, shared with the HTTP layer. Cheap
+/// to clone.
+#[derive(Debug, Clone, Default)]
+pub struct RetentionStatus {
+    keys_fill_limit: Arc<AtomicBool>,
+}
+
+impl RetentionStatus {
+    /// Whether the last round ended over `--retain-bytes` with no event
+    /// left to expire (see [`ExpireReport::keys_fill_limit`]): events are
+    /// then accepted but expire at the next round. Cleared by a round that
+    /// ends under the limit.
+    pub fn keys_fill_limit(&self) -> bool {
+        self.keys_fill_limit.load(Ordering::Relaxed)
+    }
+
+    /// Records a finished round; logs when the state changes.
+    fn round_done(&self, keys_fill_limit: bool) {
+        let was = self
+            .keys_fill_limit
+            .swap(keys_fill_limit, Ordering::Relaxed);
+        if keys_fill_limit && !was {
+            tracing::warn!(
+                "key records alone fill --retain-bytes: every event now expires as soon as expiry runs; raise the limit or set a finite --dedup-horizon"
+            );
+        } else if was && !keys_fill_limit {
+            tracing::info!("the store is back under --retain-bytes with events kept");
+        }
+    }
+}
+
+/// Starts the task applying `policy` every `interval` until `shutdown`,
+/// keeping `status`; `None` when the policy never expires anything.
 pub fn spawn(
     store: Arc<dyn Store>,
     policy: RetentionPolicy,
     interval: Duration,
+    status: RetentionStatus,
     shutdown: CancellationToken,
 ) -> Option<JoinHandle<()>> {
     if !policy.expires_anything() {
@@ -51,7 +86,9 @@ pub fn spawn(
                     Ok(report) => {
                         total.expired += report.expired;
                         total.forgotten += report.forgotten;
+                        total.keys_fill_limit |= report.keys_fill_limit;
                         if !report.more {
+                            status.round_done(total.keys_fill_limit);
                             break;
                         }
                     }

@@ -12,10 +12,13 @@
 //! once it and every older event of its topic are past their retention, so
 //! what a topic still holds is always its newest events, without holes.
 //!
-//! With a size limit (`--retain-bytes`, embedded store only), the oldest
-//! events across all topics (lowest `seq` first) also expire while the
-//! database's used bytes exceed it. Lowest `seq` first keeps the same
-//! suffix property in every topic.
+//! With a size limit (`--retain-bytes`), the oldest events across all
+//! topics (lowest `seq` first) also expire while the store's measure of
+//! its size exceeds it: the embedded database's used bytes (key records
+//! included), or on PostgreSQL the running sum of the stored events' bytes
+//! ([`crate::store`]'s `event_bytes`, the same definition the embedded
+//! store aims its steps with). Lowest `seq` first keeps the same suffix
+//! property in every topic.
 //!
 //! Expiry deletes the payload but keeps the event's key as a compact dedup
 //! record, for the dedup horizon (default forever): a late retry of an
@@ -163,9 +166,9 @@ pub struct RetentionPolicy {
     pub default: Keep,
     /// How long after it was received an expired event's key is kept.
     pub dedup_horizon: Keep,
-    /// `--retain-bytes`: while the store's used bytes exceed this, its
-    /// oldest events expire, whatever their age (embedded store only; the
-    /// PostgreSQL store ignores it and the configuration refuses it there).
+    /// `--retain-bytes`: while the store's size exceeds this, its oldest
+    /// events expire, whatever their age. The embedded store measures its
+    /// database's used bytes; PostgreSQL the stored events' bytes.
     pub bytes_max: Option<u64>,
 }
 
@@ -206,6 +209,11 @@ pub struct ExpireReport {
     pub forgotten: u64,
     /// Whether the budget ran out with more left to do: call again soon.
     pub more: bool,
+    /// Over `--retain-bytes` with no event left to expire: what fills the
+    /// limit is key records and tables, so every event expires at the next
+    /// call after it is stored. Only the embedded store, whose limit counts
+    /// key records, reports it.
+    pub keys_fill_limit: bool,
 }
 
 #[cfg(test)]

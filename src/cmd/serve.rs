@@ -159,6 +159,7 @@ impl Server {
             Arc::clone(&state.store),
             config.retention(),
             config.expire_interval,
+            state.retention.clone(),
             state.shutdown.clone(),
         );
         Ok(Self {

@@ -101,6 +101,15 @@ fn render(stats: &Stats) -> String {
             },
         ),
     ];
+    let mut rows = Vec::from(rows);
+    if stats.keys_fill_size_limit {
+        rows.push((
+            "size limit",
+            "keys fill it".into(),
+            "every event expires at once: raise --retain-bytes or set a finite --dedup-horizon"
+                .into(),
+        ));
+    }
     let mut table = Table::new(&["", "VALUE", "UNIT"], &["VALUE"]);
     for (name, value, unit) in rows {
         table.push(vec![name.to_owned(), value, unit]);
@@ -132,6 +141,7 @@ mod tests {
             subscribers: 2,
             events_delivered: 2_000_000,
             disk_full: false,
+            keys_fill_size_limit: false,
         };
         let text = render(&stats);
         let lines: Vec<&str> = text.lines().collect();
@@ -148,5 +158,19 @@ mod tests {
         assert_eq!(lines[8], "queue                      12  of 100,000 events");
         assert_eq!(lines[11], "uptime               1h 2m 5s");
         assert_eq!(lines[12], "disk full                  no");
+        assert_eq!(lines.len(), 13);
+        let full = Stats {
+            keys_fill_size_limit: true,
+            ..stats
+        };
+        let text = render(&full);
+        assert!(
+            text.lines()
+                .last()
+                .is_some_and(|l| l.starts_with("size limit")
+                    && l.contains("keys fill it")
+                    && l.contains("--dedup-horizon")),
+            "{text}"
+        );
     }
 }

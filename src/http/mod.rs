@@ -50,6 +50,7 @@ pub use subscribe::{SubscribeLimits, SubscribeParams};
 use self::auth::{Access, Scope};
 use self::cors::CorsOrigins;
 use crate::decode::{DecodeLimits, FormatMapping};
+use crate::expiry::RetentionStatus;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -98,6 +99,8 @@ pub struct AppState {
     /// Which other web origins may call the API from a browser; read by
     /// [`router`] only.
     pub cors: CorsOrigins,
+    /// What the expiry task found, for `/health` and `/stats`.
+    pub retention: RetentionStatus,
 }
 
 impl AppState {
@@ -124,6 +127,7 @@ impl AppState {
             decode_slots: Arc::new(Semaphore::new(cores)),
             access: Access::open(),
             cors: CorsOrigins::Off,
+            retention: RetentionStatus::default(),
         }
     }
 

@@ -32,6 +32,7 @@ pub async fn stats(
         subscribers: state.subscribers.connected() as u64,
         events_delivered: state.metrics.events_delivered.get(),
         disk_full: state.ingest.disk_full(),
+        keys_fill_size_limit: state.retention.keys_fill_limit(),
     }))
 }
 
@@ -42,9 +43,11 @@ pub async fn stats(
 /// every read and answers publishes at once with 507 + `Retry-After`, and
 /// restarting it would not make room, so a load balancer or orchestrator
 /// should keep it in rotation (and alert) rather than take it out or
-/// restart it (docs/architecture.md).
+/// restart it (docs/architecture.md). So are key records that alone fill
+/// `--retain-bytes` (every event then expires at once): serving goes on,
+/// and what helps is a larger limit or a finite `--dedup-horizon`.
 #[utoipa::path(get, path = "/health", tag = "operate",
-    responses((status = 200, description = "Serving (`ok`, or `degraded` on a full disk)", body = Health),
+    responses((status = 200, description = "Serving (`ok`, or `degraded` on a full disk or when key records fill `--retain-bytes`)", body = Health),
               (status = 503, description = "Shutting down, or the store or consumer is gone",
                body = crate::api::Problem, content_type = "application/problem+json")))]
 pub async fn health(
@@ -66,8 +69,20 @@ pub async fn health(
         return Ok(Json(Health {
             status: "degraded".to_owned(),
             disk_full: true,
+            keys_fill_size_limit: false,
             detail: Some(
                 "the disk is full: publishes get 507 until there is room (writing then resumes by itself); reads go on"
+                    .to_owned(),
+            ),
+        }));
+    }
+    if state.retention.keys_fill_limit() {
+        return Ok(Json(Health {
+            status: "degraded".to_owned(),
+            disk_full: false,
+            keys_fill_size_limit: true,
+            detail: Some(
+                "key records (and tables) alone fill --retain-bytes, with no event left to expire: every event expires as soon as expiry runs; raise the limit or set a finite --dedup-horizon"
                     .to_owned(),
             ),
         }));
@@ -75,6 +90,7 @@ pub async fn health(
     Ok(Json(Health {
         status: "ok".to_owned(),
         disk_full: false,
+        keys_fill_size_limit: false,
         detail: None,
     }))
 }

@@ -411,6 +411,46 @@ pub(crate) fn merge_page<E>(
     }
 }
 
+/// Bytes each stored event counts for beyond its fields, in
+/// [`event_bytes`].
+pub(crate) const EVENT_OVERHEAD_BYTES: u64 = 16;
+
+/// The fields an event's bytes are the lengths of, as `events` columns.
+const EVENT_BYTE_COLUMNS: [&str; 5] = ["topic", "event_id", "timestamp", "source", "payload"];
+
+/// What one event weighs for `--retain-bytes`, the same on every store:
+/// the UTF-8 lengths of its topic, event id, timestamp, source and payload
+/// (as sent), plus [`EVENT_OVERHEAD_BYTES`]. The embedded store aims its
+/// expiry steps with it (as SQL, [`event_bytes_sql`]); PostgreSQL keeps a
+/// running sum of it, which is what its limit bounds.
+#[cfg_attr(
+    all(not(feature = "postgres"), not(test)),
+    expect(
+        dead_code,
+        reason = "only PostgreSQL counts the bytes of what it appends"
+    )
+)]
+pub(crate) fn event_bytes(event: &Event) -> u64 {
+    [
+        event.topic.as_str(),
+        event.event_id.as_str(),
+        &event.timestamp,
+        &event.source,
+        event.payload.get(),
+    ]
+    .iter()
+    .map(|field| field.len() as u64)
+    .sum::<u64>()
+        + EVENT_OVERHEAD_BYTES
+}
+
+/// [`event_bytes`] as an SQL expression over an `events` row, given how
+/// the backend's SQL measures one column in bytes (`octets("payload")`).
+pub(crate) fn event_bytes_sql(octets: impl Fn(&str) -> String) -> String {
+    let fields: Vec<String> = EVENT_BYTE_COLUMNS.iter().map(|c| octets(c)).collect();
+    format!("({} + {EVENT_OVERHEAD_BYTES})", fields.join(" + "))
+}
+
 /// What one [`Store::append`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Commit {
@@ -527,9 +567,10 @@ pub trait Store: Send + Sync + 'static {
     /// expired events (oldest first within each topic, keeping their keys
     /// for the dedup horizon) and forgets keys past the horizon, in
     /// transactions that commit the counters with the deletes. With
-    /// `policy.bytes_max`, the embedded store also expires the oldest
-    /// events of all topics while its used bytes exceed it; PostgreSQL's
-    /// ignores it (the configuration refuses `--retain-bytes` there).
+    /// `policy.bytes_max`, it also expires the oldest events of all topics
+    /// while the store is over it: the embedded store while its database's
+    /// used bytes are, PostgreSQL while its running sum of the stored
+    /// events' bytes (`event_bytes`) is.
     /// Returns whether more is left to do.
     ///
     /// # Errors
@@ -555,5 +596,25 @@ pub trait Store: Send + Sync + 'static {
     /// the embedded store: it announces every commit itself.
     fn foreign_commits(&self) -> Option<watch::Receiver<u64>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{FieldLimits, WireEvent};
+
+    #[test]
+    fn an_event_weighs_its_fields_bytes_as_sent_plus_a_fixed_overhead() {
+        let json = r#"{"topic":"auth.login","event_id":"é1","timestamp":"2025-01-01T00:00:00Z","source":"svc","payload":{"a": 1}}"#;
+        let wire: WireEvent<'_> = serde_json::from_str(json).expect("test JSON");
+        let event = Event::from_wire(&wire, 0, &FieldLimits::default()).expect("valid");
+        // 10 + 3 (é is two bytes) + 20 + 3 + 8 (the payload as sent, its
+        // space included) + 16.
+        assert_eq!(event_bytes(&event), 60);
+        assert_eq!(
+            event_bytes_sql(|c| format!("len({c})")),
+            "(len(topic) + len(event_id) + len(timestamp) + len(source) + len(payload) + 16)"
+        );
     }
 }

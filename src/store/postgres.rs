@@ -11,7 +11,12 @@
 //! - `counters` and `topic_counts`: one row per replica (per topic), summed
 //!   on read, so replicas never update the same counter row. Opening a
 //!   replica folds every row into replica 0's, so rows do not pile up as
-//!   replicas come and go.
+//!   replicas come and go. `counters.stored_bytes` is the running sum of
+//!   the stored events' bytes ([`super::event_bytes`]): each append adds
+//!   its new events', each expiry takes off what it deleted, in their
+//!   transactions; it is what `--retain-bytes` bounds, since a table's
+//!   files do not shrink when rows are deleted (autovacuum makes the space
+//!   reusable; only `VACUUM FULL` gives it back).
 //! - `expired_keys`: the key of each event retention deleted, `UNIQUE
 //!   (topic, event_id)`, kept for the dedup horizon: an append's stored
 //!   copies include them (with no content: a copy is a duplicate), so the
@@ -19,7 +24,9 @@
 //!   expired, so the next `seq` (the greatest of it and the stored ones)
 //!   is never one used before. Expiry runs under the append lock
 //!   (`expire`), in transactions of a bounded size. Schema 2 adds these to
-//!   schema 1 in place (`IF NOT EXISTS`).
+//!   schema 1 in place (`IF NOT EXISTS`); schema 3 adds
+//!   `counters.stored_bytes` and counts the stored events' bytes into it
+//!   once, in the transaction that upgrades ([`count_stored_bytes`]).
 //!
 //! # Commit-ordered `seq` across replicas
 //!
@@ -84,7 +91,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls, Row};
 
 use super::{
     Commit, CommitTime, Counters, EventPage, EventQuery, Outcome, SCAN_BUDGET, Store, StoreError,
@@ -94,7 +101,11 @@ use crate::event::Event;
 use crate::retention::{ExpireReport, RetentionPolicy};
 
 /// The schema this build writes, kept in `logagg_schema`.
-const SCHEMA_VERSION: i32 = 2;
+const SCHEMA_VERSION: i32 = 3;
+
+/// The first schema whose `counters` keep `stored_bytes`: opening an older
+/// one counts the stored events' bytes once (see [`migrate`]).
+const SCHEMA_STORED_BYTES: i32 = 3;
 
 /// Serializes schema set-up among replicas starting at once.
 const SCHEMA_LOCK: i64 = 0x6c6f_6761_6767_0001;
@@ -145,20 +156,22 @@ CREATE TABLE IF NOT EXISTS seq_floor (
 );
 ALTER TABLE counters ADD COLUMN IF NOT EXISTS expired bigint NOT NULL DEFAULT 0;
 ALTER TABLE topic_counts ADD COLUMN IF NOT EXISTS expired_through bigint NOT NULL DEFAULT 0;
+ALTER TABLE counters ADD COLUMN IF NOT EXISTS stored_bytes bigint NOT NULL DEFAULT 0;
 "#;
 
 /// Folds every replica's counter rows into replica 0's. Run at open, under
 /// the append lock, so no append is between reading and deleting them.
 const FOLD_COUNTERS: &str = "
-INSERT INTO counters (replica, received, unique_processed, duplicate_dropped, conflicts, expired)
+INSERT INTO counters
+    (replica, received, unique_processed, duplicate_dropped, conflicts, expired, stored_bytes)
 SELECT 0, coalesce(sum(received), 0), coalesce(sum(unique_processed), 0),
        coalesce(sum(duplicate_dropped), 0), coalesce(sum(conflicts), 0),
-       coalesce(sum(expired), 0)
+       coalesce(sum(expired), 0), coalesce(sum(stored_bytes), 0)
 FROM counters
 ON CONFLICT (replica) DO UPDATE SET
     received = excluded.received, unique_processed = excluded.unique_processed,
     duplicate_dropped = excluded.duplicate_dropped, conflicts = excluded.conflicts,
-    expired = excluded.expired;
+    expired = excluded.expired, stored_bytes = excluded.stored_bytes;
 DELETE FROM counters WHERE replica <> 0;
 INSERT INTO topic_counts (topic, replica, events, last_seq, expired_through)
 SELECT topic, 0, sum(events), max(last_seq), max(expired_through) FROM topic_counts GROUP BY topic
@@ -208,13 +221,19 @@ FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
     AS fresh (seq, topic, event_id, timestamp, source, payload)";
 
 const ADD_COUNTERS: &str = "
-INSERT INTO counters (replica, received, unique_processed, duplicate_dropped, conflicts)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO counters (replica, received, unique_processed, duplicate_dropped, conflicts, stored_bytes)
+VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (replica) DO UPDATE SET
     received = counters.received + excluded.received,
     unique_processed = counters.unique_processed + excluded.unique_processed,
     duplicate_dropped = counters.duplicate_dropped + excluded.duplicate_dropped,
-    conflicts = counters.conflicts + excluded.conflicts";
+    conflicts = counters.conflicts + excluded.conflicts,
+    stored_bytes = counters.stored_bytes + excluded.stored_bytes";
+
+/// The stored events' bytes ([`super::event_bytes`]), summed over the
+/// replicas' rows. Only appends and expiry change it, both under
+/// [`APPEND_LOCK`], so read under the lock it is exact.
+const STORED_BYTES: &str = "SELECT coalesce(sum(stored_bytes), 0)::int8 FROM counters";
 
 const ADD_TOPIC_COUNTS: &str = "
 INSERT INTO topic_counts (topic, replica, events, last_seq)
@@ -542,6 +561,9 @@ async fn migrate(client: &mut ClientWrapper) -> Result<(i64, u64), StoreError> {
     ))
     .await
     .map_err(store_error)?;
+    if found.is_some_and(|found| found < SCHEMA_STORED_BYTES) {
+        count_stored_bytes(&tx).await.map_err(store_error)?;
+    }
     let replica: i64 = tx
         .query_one("SELECT nextval('replicas')", &[])
         .await
@@ -554,6 +576,37 @@ async fn migrate(client: &mut ClientWrapper) -> Result<(i64, u64), StoreError> {
         .map_err(store_error)?;
     tx.commit().await.map_err(store_error)?;
     Ok((replica, last_seq))
+}
+
+/// The upgrade to schema 3: sets `counters.stored_bytes` (which an older
+/// build did not keep) to the bytes of the events stored now, read from
+/// every row once. Run in [`migrate`]'s transaction, under the append lock
+/// and after the counter rows are folded into replica 0's, so no append
+/// or expiry of this schema falls between the count and its commit, and
+/// the one row holds the whole sum. A replica of an older build still
+/// running would append without counting: stop those first (as for any
+/// schema change).
+async fn count_stored_bytes(
+    tx: &tokio_postgres::Transaction<'_>,
+) -> Result<(), tokio_postgres::Error> {
+    let bytes = super::event_bytes_sql(|column| format!("octet_length({column})"));
+    tx.execute(
+        format!(
+            "INSERT INTO counters (replica, received, unique_processed, duplicate_dropped,
+                                       conflicts, stored_bytes)
+                 SELECT 0, 0, 0, 0, 0, coalesce(sum({bytes}), 0)::int8 FROM events
+                 ON CONFLICT (replica) DO UPDATE SET stored_bytes = excluded.stored_bytes"
+        )
+        .as_str(),
+        &[],
+    )
+    .await?;
+    let row = tx.query_one(STORED_BYTES, &[]).await?;
+    tracing::info!(
+        stored_bytes = row.try_get::<_, i64>(0)?,
+        "schema upgraded to 3: counted the bytes of the stored events"
+    );
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -815,11 +868,10 @@ impl Store for PostgresStore {
 
 /// One expiry transaction, as the embedded store's (see `Store::expire`),
 /// under the append lock, so that no append classifies its keys while
-/// events move to `expired_keys`; the counters of this replica's rows are
-/// updated in it. `policy.bytes_max` is not applied: the size of a
-/// PostgreSQL table does not fall when rows are deleted (only `VACUUM FULL`
-/// shrinks it), so it cannot say when to stop; `serve` refuses
-/// `--retain-bytes` with PostgreSQL.
+/// events move to `expired_keys`, and no other replica's expiry or append
+/// changes `stored_bytes` between this one reading and updating it: two
+/// replicas expiring at once take turns, and the second sees what the
+/// first deleted. The counters of this replica's rows are updated in it.
 async fn expire(
     client: &mut ClientWrapper,
     replica: i64,
@@ -831,7 +883,14 @@ async fn expire(
         now.0
             .saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX))
     };
-    let tx = client.transaction().await?;
+    // READ COMMITTED whatever the server's default, as appends: each
+    // statement after the lock then sees what the previous holder
+    // committed, `stored_bytes` included.
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::ReadCommitted)
+        .start()
+        .await?;
     tx.batch_execute(&format!(
         "SET LOCAL synchronous_commit = on; SET LOCAL lock_timeout = '10s';
          SELECT pg_advisory_xact_lock({APPEND_LOCK})"
@@ -847,7 +906,7 @@ async fn expire(
         .map(|row| row.try_get(0))
         .collect::<Result<_, _>>()?;
     let mut left = budget;
-    let (mut expired, mut expired_through) = (0_u64, 0_i64);
+    let mut gone = Gone::default();
     for topic in &topics {
         if left == 0 {
             break;
@@ -862,40 +921,25 @@ async fn expire(
                 &[topic, &to_sql(left as u64)],
             )
             .await?;
-        let (mut taken, mut last) = (0_u64, 0_i64);
+        let mut last = None;
         for row in &rows {
             if row.try_get::<_, i64>(1)? >= cutoff {
                 break;
             }
-            taken += 1;
-            last = row.try_get(0)?;
+            last = Some(row.try_get(0)?);
         }
-        if taken == 0 {
-            continue;
+        if let Some(last) = last {
+            let step = expire_through(&tx, replica, Some(topic), last).await?;
+            left -= step.events as usize;
+            gone.add(step);
         }
-        tx.execute(
-            "INSERT INTO expired_keys (seq, topic, event_id, received_at)
-             SELECT seq, topic, event_id, received_at FROM events WHERE topic = $1 AND seq <= $2",
-            &[topic, &last],
-        )
-        .await?;
-        tx.execute(
-            "DELETE FROM events WHERE topic = $1 AND seq <= $2",
-            &[topic, &last],
-        )
-        .await?;
-        tx.execute(
-            "INSERT INTO topic_counts (topic, replica, events, last_seq, expired_through)
-             VALUES ($1, $2, $3, 0, $4)
-             ON CONFLICT (topic, replica) DO UPDATE SET
-                 events = topic_counts.events + excluded.events,
-                 expired_through = greatest(topic_counts.expired_through, excluded.expired_through)",
-            &[topic, &replica, &-to_sql(taken), &last],
-        )
-        .await?;
-        left -= taken as usize;
-        expired += taken;
-        expired_through = expired_through.max(last);
+    }
+    if let Some(bytes_max) = policy.bytes_max
+        && left > 0
+    {
+        let step = expire_oldest_over(&tx, replica, to_sql(bytes_max), gone.bytes, left).await?;
+        left -= step.events as usize;
+        gone.add(step);
     }
     let mut forgotten = 0;
     if let Some(horizon) = policy.dedup_horizon.duration()
@@ -922,26 +966,143 @@ async fn expire(
             left -= forgotten as usize;
         }
     }
-    if expired > 0 {
+    if gone.events > 0 {
         tx.execute(
             "INSERT INTO seq_floor (id, seq) VALUES (0, $1)
              ON CONFLICT (id) DO UPDATE SET seq = greatest(seq_floor.seq, excluded.seq)",
-            &[&expired_through],
+            &[&gone.through],
         )
         .await?;
         tx.execute(
-            "INSERT INTO counters (replica, received, unique_processed, duplicate_dropped, conflicts, expired)
-             VALUES ($1, 0, 0, 0, 0, $2)
-             ON CONFLICT (replica) DO UPDATE SET expired = counters.expired + excluded.expired",
-            &[&replica, &to_sql(expired)],
+            "INSERT INTO counters
+                 (replica, received, unique_processed, duplicate_dropped, conflicts, expired,
+                  stored_bytes)
+             VALUES ($1, 0, 0, 0, 0, $2, $3)
+             ON CONFLICT (replica) DO UPDATE SET
+                 expired = counters.expired + excluded.expired,
+                 stored_bytes = counters.stored_bytes + excluded.stored_bytes",
+            &[&replica, &to_sql(gone.events), &-gone.bytes],
         )
         .await?;
     }
     tx.commit().await?;
     Ok(ExpireReport {
-        expired,
+        expired: gone.events,
         forgotten,
         more: left == 0,
+        // Its limit counts events only.
+        keys_fill_limit: false,
+    })
+}
+
+/// What an expiry transaction has deleted so far.
+#[derive(Debug, Default, Clone, Copy)]
+struct Gone {
+    events: u64,
+    /// Their bytes ([`super::event_bytes`]).
+    bytes: i64,
+    /// The highest `seq` among them.
+    through: i64,
+}
+
+impl Gone {
+    fn add(&mut self, step: Self) {
+        self.events += step.events;
+        self.bytes += step.bytes;
+        self.through = self.through.max(step.through);
+    }
+}
+
+/// The `--retain-bytes` part of an expiry transaction: while the stored
+/// events' bytes (`counters.stored_bytes`, less `freed`, what this
+/// transaction deleted already) exceed `bytes_max`, expires the oldest
+/// events across all topics (lowest `seq` first, so each topic still holds
+/// a suffix of its history), at most `budget`, keeping their keys as
+/// expiry by age does. The count is exact, so one step takes exactly the
+/// oldest events whose bytes cover the excess: no more, and no fewer
+/// unless the budget runs out first.
+async fn expire_oldest_over(
+    tx: &tokio_postgres::Transaction<'_>,
+    replica: i64,
+    bytes_max: i64,
+    freed: i64,
+    budget: usize,
+) -> Result<Gone, tokio_postgres::Error> {
+    let stored: i64 = tx.query_one(STORED_BYTES, &[]).await?.try_get(0)?;
+    let excess = stored - freed - bytes_max;
+    if excess <= 0 {
+        return Ok(Gone::default());
+    }
+    let bytes = super::event_bytes_sql(|column| format!("octet_length({column})"));
+    let rows = tx
+        .query(
+            format!("SELECT seq, {bytes}::int8 FROM events ORDER BY seq LIMIT $1").as_str(),
+            &[&to_sql(budget as u64)],
+        )
+        .await?;
+    let (mut covered, mut last) = (0_i64, None);
+    for row in &rows {
+        if covered >= excess {
+            break;
+        }
+        covered += row.try_get::<_, i64>(1)?;
+        last = Some(row.try_get(0)?);
+    }
+    match last {
+        Some(last) => expire_through(tx, replica, None, last).await,
+        None => Ok(Gone::default()),
+    }
+}
+
+/// Deletes the stored events with `seq <= through`, of `topic` or of all
+/// topics, moving their keys to `expired_keys` and taking them off this
+/// replica's `topic_counts` (raising `expired_through`), in one statement.
+/// Returns how many went, their bytes and their highest `seq`.
+async fn expire_through(
+    tx: &tokio_postgres::Transaction<'_>,
+    replica: i64,
+    topic: Option<&str>,
+    through: i64,
+) -> Result<Gone, tokio_postgres::Error> {
+    let bytes = super::event_bytes_sql(|column| format!("octet_length({column})"));
+    // Separate statements rather than `$3 IS NULL OR topic = $3`, so the
+    // one for a topic reads the `(topic, seq)` index.
+    let of_topic = if topic.is_some() {
+        "AND topic = $3::text"
+    } else {
+        ""
+    };
+    // Data-modifying `WITH` parts run once, to completion, whether or not
+    // the final SELECT reads them.
+    let sql = format!(
+        "WITH gone AS (
+             DELETE FROM events WHERE seq <= $2::int8 {of_topic}
+             RETURNING seq, topic, event_id, received_at, {bytes} AS bytes
+         ), kept AS (
+             INSERT INTO expired_keys (seq, topic, event_id, received_at)
+             SELECT seq, topic, event_id, received_at FROM gone
+         ), counted AS (
+             INSERT INTO topic_counts (topic, replica, events, last_seq, expired_through)
+             SELECT topic, $1::int8, -count(*), 0, max(seq) FROM gone GROUP BY topic
+             ON CONFLICT (topic, replica) DO UPDATE SET
+                 events = topic_counts.events + excluded.events,
+                 expired_through = greatest(topic_counts.expired_through,
+                                            excluded.expired_through)
+         )
+         SELECT count(*)::int8, coalesce(sum(bytes), 0)::int8, coalesce(max(seq), 0)
+         FROM gone"
+    );
+    let row = match topic {
+        Some(topic) => {
+            tx.query_one(sql.as_str(), &[&replica, &through, &topic])
+                .await?
+        }
+        None => tx.query_one(sql.as_str(), &[&replica, &through]).await?,
+    };
+    Ok(Gone {
+        events: count(&row, 0)?,
+        bytes: row.try_get(1)?,
+        through: row.try_get(2)?,
     })
 }
 
@@ -1003,12 +1164,13 @@ async fn append(
         plan.counters.conflicts,
     ]
     .map(to_sql);
-    let counter_params: [&(dyn ToSql + Sync); 5] = [
+    let counter_params: [&(dyn ToSql + Sync); 6] = [
         &replica,
         &counters[0],
         &counters[1],
         &counters[2],
         &counters[3],
+        &plan.bytes,
     ];
     let (topic_names, topic_events, topic_last): (Vec<&str>, Vec<i64>, Vec<i64>) = plan
         .topics
@@ -1052,6 +1214,8 @@ struct Plan<'a> {
     counters: Counters,
     /// Per topic: new events and the newest `seq`.
     topics: HashMap<&'a str, (i64, i64)>,
+    /// The new events' bytes, for `counters.stored_bytes`.
+    bytes: i64,
     previous: u64,
 }
 
@@ -1097,6 +1261,7 @@ impl<'a> Plan<'a> {
                 ..Counters::default()
             },
             topics: HashMap::new(),
+            bytes: 0,
             previous,
         };
         for event in events {
@@ -1134,6 +1299,7 @@ impl<'a> Plan<'a> {
         fresh.timestamps.push(&event.timestamp);
         fresh.sources.push(&event.source);
         fresh.payloads.push(event.payload.get());
+        self.bytes += to_sql(super::event_bytes(event));
         let entry = self.topics.entry(event.topic.as_str()).or_default();
         entry.0 += 1;
         entry.1 = to_sql(seq);

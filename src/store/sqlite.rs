@@ -1623,7 +1623,7 @@ fn expire(
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut left = budget;
     let (mut expired, mut expired_through) = (0_u64, 0_u64);
-    let mut still_over = false;
+    let (mut still_over, mut keys_fill_limit) = (false, false);
     let topics: Vec<(String, bool)> = tx
         .prepare_cached("SELECT topic, text_indexed FROM topics WHERE events > 0 ORDER BY topic")?
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
@@ -1681,8 +1681,9 @@ fn expire(
     if let Some(bytes_max) = policy.bytes_max
         && left > 0
     {
-        let (count, last, over) = expire_oldest_over(&tx, bytes_max, left)?;
-        still_over = over;
+        let (count, last, size) = expire_oldest_over(&tx, bytes_max, left)?;
+        still_over = size == SizeAfter::Over;
+        keys_fill_limit = size == SizeAfter::OverWithoutEvents;
         left -= count as usize;
         expired += count;
         expired_through = expired_through.max(last);
@@ -1730,6 +1731,7 @@ fn expire(
             expired,
             forgotten: forgotten.len() as u64,
             more: left == 0 || still_over,
+            keys_fill_limit,
         },
         forgotten,
     })
@@ -1757,32 +1759,30 @@ fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
 /// excess, deletes them and measures again: a row costs more than its
 /// length on its page, so aiming at the whole excess would overshoot;
 /// halving ends within a few rows of the limit in some ten steps.
-/// Returns how many expired, the highest `seq` among them, and whether the
-/// used bytes are still over the limit (with events left to expire).
+/// Returns how many expired, the highest `seq` among them, and where that
+/// left the used bytes.
 fn expire_oldest_over(
     tx: &rusqlite::Transaction<'_>,
     bytes_max: u64,
     budget: usize,
-) -> rusqlite::Result<(u64, u64, bool)> {
+) -> rusqlite::Result<(u64, u64, SizeAfter)> {
     let (mut taken, mut last) = (0_u64, 0_u64);
     loop {
         let used = used_bytes(tx)?;
         if used <= bytes_max {
-            return Ok((taken, last, false));
+            return Ok((taken, last, SizeAfter::Under));
         }
         let left = budget - taken as usize;
         if left == 0 {
-            return Ok((taken, last, true));
+            return Ok((taken, last, SizeAfter::Over));
         }
         let mut aim = (used - bytes_max).div_ceil(2);
         let mut step = 0_u64;
         {
-            let mut oldest = tx.prepare_cached(
-                "SELECT seq, length(CAST(topic AS BLOB)) + length(CAST(event_id AS BLOB))
-                     + length(CAST(timestamp AS BLOB)) + length(CAST(source AS BLOB))
-                     + length(CAST(payload AS BLOB)) + 16
-                 FROM events ORDER BY seq LIMIT ?1",
-            )?;
+            let bytes = super::event_bytes_sql(|column| format!("length(CAST({column} AS BLOB))"));
+            let mut oldest = tx.prepare_cached(&format!(
+                "SELECT seq, {bytes} FROM events ORDER BY seq LIMIT ?1"
+            ))?;
             let mut rows = oldest.query([to_sql(left as u64)])?;
             while aim > 0
                 && let Some(row) = rows.next()?
@@ -1794,11 +1794,23 @@ fn expire_oldest_over(
         }
         if step == 0 {
             // Nothing stored is left to expire: the rest is keys and tables.
-            return Ok((taken, last, false));
+            return Ok((taken, last, SizeAfter::OverWithoutEvents));
         }
         expire_through(tx, last)?;
         taken += step;
     }
+}
+
+/// Where the `--retain-bytes` part of an expiry transaction left the
+/// database's used bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SizeAfter {
+    /// At or under the limit.
+    Under,
+    /// Still over, with events left: the budget ran out.
+    Over,
+    /// Still over with no event left: key records and tables fill it.
+    OverWithoutEvents,
 }
 
 /// Moves the keys of every stored event with `seq <= last` (of all topics)

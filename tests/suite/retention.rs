@@ -3,7 +3,8 @@
 //! duplicate; past a finite horizon it is stored again), budgets, the
 //! steady-state size bound, the size limit (`--retain-bytes`: oldest
 //! first across topics), the wiring through `serve` and `/stats`, and the
-//! refusals of bad retention flags.
+//! refusals of bad retention flags. [`on_postgres`]: `--retain-bytes` on
+//! PostgreSQL.
 //!
 //! Most checks call [`Store::expire`] with a chosen `now` and events
 //! stamped with chosen commit times, so nothing here waits for a clock.
@@ -20,6 +21,9 @@ use logagg::store::{
 };
 
 use crate::common::{TestApp, padded_batch};
+
+#[cfg(feature = "postgres")]
+mod on_postgres;
 
 const SECOND: i64 = 1_000;
 
@@ -391,6 +395,57 @@ async fn a_server_with_a_size_limit_expires_the_oldest_in_the_background() {
         "{stored:?}"
     );
     assert_eq!(app.api.stats().await["unique_processed"], 1_000);
+}
+
+/// With the default `forever` horizon, expired events' key records stay
+/// inside `--retain-bytes`; once they alone fill it, every event expires at
+/// the next round. The server says so in `/health` and `/stats`.
+#[tokio::test]
+async fn key_records_that_alone_fill_the_size_limit_are_reported() {
+    let app = TestApp::spawn_with(|config| {
+        config.retain_bytes = Some(ByteSize::parse("256KiB").expect("a size"));
+        config.expire_interval = Duration::from_millis(50);
+    })
+    .await;
+    let (_, health) = app.api.get("/health").await;
+    assert_eq!(health["status"], "ok", "{health}");
+    // 4,000 events with 100-byte ids: ~1 MB of key records (the id is in
+    // `expired_keys` and its unique index).
+    let prefix = "k".repeat(95);
+    for n in 0..20 {
+        let batch = padded_batch("t", &format!("{prefix}{n:02}"), 200, 1);
+        app.api.publish_ok(&batch).await;
+    }
+    // Every event expires (the last ones at the round after they come),
+    // and the round that finds nothing left to expire says so.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let stats = loop {
+        let stats = app.api.stats().await;
+        if stats["expired"] == 4_000 && stats["keys_fill_size_limit"] == true {
+            break stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reported: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (stats["stored"].as_u64(), stats["unique_processed"].as_u64()),
+        (Some(0), Some(4_000))
+    );
+    let (status, health) = app.api.get("/health").await;
+    assert_eq!(
+        (status, &health["status"]),
+        (200, &"degraded".into()),
+        "{health}"
+    );
+    assert_eq!(health["keys_fill_size_limit"], true, "{health}");
+    let detail = health["detail"].as_str().expect("a detail");
+    assert!(
+        detail.contains("--retain-bytes") && detail.contains("--dedup-horizon"),
+        "{detail}"
+    );
 }
 
 #[tokio::test]

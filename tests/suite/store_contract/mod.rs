@@ -183,10 +183,12 @@ contract_tests!(
     the_store_reports_its_health_and_size,
     expired_keys_stay_duplicates_and_seqs_are_never_reused,
     past_the_horizon_a_retry_is_stored_again,
+    over_a_size_limit_the_oldest_events_of_all_topics_expire_first,
 );
 
 use retention::{
     expired_keys_stay_duplicates_and_seqs_are_never_reused,
+    over_a_size_limit_the_oldest_events_of_all_topics_expire_first,
     past_the_horizon_a_retry_is_stored_again,
 };
 

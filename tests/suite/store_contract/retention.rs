@@ -3,7 +3,8 @@
 //! duplicate, also after a reopen; the counters, topics and
 //! `expired_through` agree with what is left; a `seq` is never used twice,
 //! even when the newest events expire; past a finite dedup horizon a retry
-//! is stored again.
+//! is stored again; over a size limit (`--retain-bytes`) the oldest events
+//! of all topics go first, and no more once under it, also after a reopen.
 
 use std::time::Duration;
 
@@ -100,4 +101,91 @@ pub(super) async fn past_the_horizon_a_retry_is_stored_again(fixture: Fixture) {
         append_at(&*store, "e", 2, 25 * SECOND).await,
         [Outcome::Stored { seq: 11 }, Outcome::Stored { seq: 12 }]
     );
+}
+
+pub(super) async fn over_a_size_limit_the_oldest_events_of_all_topics_expire_first(
+    fixture: Fixture,
+) {
+    let store = fixture.open().await;
+    // 600 events of ~1 KiB, three topics interleaved, in 6 commits: some
+    // 650 KB of events (the embedded store measures more: pages, keys).
+    let pad = "p".repeat(1_000);
+    let all: Vec<_> = (0..600)
+        .map(|i| {
+            let payload = format!(r#"{{"pad":"{pad}"}}"#);
+            event(["a", "b", "c"][i % 3], &format!("e-{i}"), &payload)
+        })
+        .collect();
+    for (n, chunk) in all.chunks(100).enumerate() {
+        let at = i64::try_from(n).expect("small") * SECOND;
+        store
+            .append(chunk.to_vec().into(), CommitTime(at))
+            .await
+            .expect("append");
+    }
+    let mut by_size = RetentionPolicy::forever();
+    by_size.bytes_max = Some(300 * 1024);
+    // Budgets of 7 rows: many transactions; no age limit, so only the
+    // size decides.
+    let report = expire_all(&*store, &by_size, 0).await;
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(stats.expired, report.expired);
+    assert_eq!(
+        stats.stored + stats.expired,
+        stats.counters.unique_processed
+    );
+    assert_eq!(stats.counters.unique_processed, 600);
+    assert!(
+        (100..400).contains(&stats.stored),
+        "{} stored",
+        stats.stored
+    );
+    // Oldest first: the newest events are left, seqs without a hole up to
+    // 600, and each topic's expired_through is just below its oldest.
+    let page = store
+        .events(EventQuery {
+            limit: 1_000,
+            ..EventQuery::default()
+        })
+        .await
+        .expect("events")
+        .events;
+    let first = 601 - stats.stored;
+    let seqs: Vec<u64> = page.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (first..=600).collect::<Vec<_>>());
+    assert_eq!(store.expired_through(None).await.expect("read"), first - 1);
+    for topic in &stats.topics {
+        let oldest = page
+            .iter()
+            .find(|e| e.topic == topic.topic)
+            .expect("each topic keeps events");
+        assert!(topic.expired_through < oldest.seq, "{topic:?}");
+        assert!(topic.expired_through + 3 >= oldest.seq, "{topic:?}");
+    }
+    // A retry of an expired event is a duplicate, also after a reopen;
+    // under the limit nothing more expires.
+    let outcomes = store
+        .append(all[..30].to_vec().into(), CommitTime(10 * SECOND))
+        .await
+        .expect("append")
+        .outcomes;
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::Duplicate),
+        "{outcomes:?}"
+    );
+    drop(store);
+    let store = fixture.open().await;
+    assert_eq!(expire_all(&*store, &by_size, 0).await.expired, 0);
+    let outcomes = store
+        .append(all[30..60].to_vec().into(), CommitTime(11 * SECOND))
+        .await
+        .expect("append")
+        .outcomes;
+    assert!(
+        outcomes.iter().all(|o| *o == Outcome::Duplicate),
+        "{outcomes:?}"
+    );
+    let after = store.stats().await.expect("stats");
+    assert_eq!((after.stored, after.expired), (stats.stored, stats.expired));
+    assert_eq!(after.counters.unique_processed, 600);
 }
