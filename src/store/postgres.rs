@@ -643,6 +643,20 @@ impl Store for PostgresStore {
             ));
         }
         let client = self.reader().await?;
+        // Each statement below takes a snapshot of its own, later ones
+        // seeing more commits than earlier ones: so the page ends at the
+        // newest `seq` committed before any of them. Commits become
+        // visible in `seq` order (decision 0001), so every statement sees
+        // every event up to it, and none sees a topic's events beyond it
+        // while another topic's stop short of it.
+        let newest: i64 = {
+            let statement = client.prepare_cached(LAST_SEQ).await.map_err(store_error)?;
+            client
+                .query_one(&statement, &[])
+                .await
+                .and_then(|row| row.try_get(0))
+                .map_err(store_error)?
+        };
         let topics = match &query.topic {
             Some(pattern) if pattern.exact().is_none() => {
                 let statement = client.prepare_cached(TOPICS).await.map_err(store_error)?;
@@ -666,6 +680,7 @@ impl Store for PostgresStore {
         };
         let statement = client.prepare_cached(sql).await.map_err(store_error)?;
         let (mut low, mut high) = (to_sql(query.after), query.before.map_or(i64::MAX, to_sql));
+        high = high.min(newest.saturating_add(1));
         if let Some(since) = query.received.since {
             low = low.max(first_seq_received_from(&client, since).await? - 1);
         }
