@@ -1,5 +1,6 @@
 //! CLI errors that say what to do (issue 15): a command pointed at
-//! something that is not logagg fails at once with a hint to check `--url`
+//! something that is not logagg (publish, health, subscribe) fails at once
+//! with a hint to check `--url`
 //! instead of retrying and pasting the page; an invalid environment
 //! variable is named; `subscribe --from now` works as the API's `from=now`.
 
@@ -108,6 +109,31 @@ async fn publish_and_health_pointed_at_a_web_page_fail_at_once_with_a_hint() {
         assert!(!ok, "{status}: {stdout}");
         assert!(stderr.contains("check --url"), "{status}: {stderr}");
         assert!(!stderr.contains("nginx"), "{stderr}");
+    }
+}
+
+/// `logagg subscribe` at a web page, whatever its status (a 200 page is
+/// no event stream): one request, a hint, and not the page.
+#[tokio::test]
+async fn subscribe_pointed_at_a_web_page_fails_at_once_with_a_hint() {
+    for status in [
+        StatusCode::OK,
+        StatusCode::NOT_FOUND,
+        StatusCode::BAD_GATEWAY,
+    ] {
+        let stub = NotLogagg::start(status).await;
+        let (ok, _, stderr) = run(&["subscribe", "a.>", "--url", &stub.url], &[], "").await;
+        assert!(!ok, "{status}: {stderr}");
+        assert!(
+            stderr.contains("an HTML page, not an answer from logagg; check --url"),
+            "{status}: {stderr}"
+        );
+        assert!(!stderr.contains("nginx"), "{stderr}");
+        assert_eq!(
+            stub.requests.load(Ordering::SeqCst),
+            1,
+            "{status}: not retried"
+        );
     }
 }
 
