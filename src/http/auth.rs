@@ -23,7 +23,9 @@
 //! a presented token's digest with every configured digest in constant time
 //! (`subtle`), without stopping at a match, so timing reveals neither a
 //! token's prefix nor which line matched. Nothing logs the `Authorization`
-//! header (the request span names method, URI and request id only), no
+//! header (the request span names method, URI and request id only, the
+//! URI with the value of an `access_token` or `token` parameter replaced
+//! by `REDACTED`, for a client that tries the query string anyway), no
 //! answer echoes a token, and a malformed line of the tokens file is
 //! reported by file and line number, never by its text.
 

@@ -230,9 +230,39 @@ fn request_span(request: &Request) -> tracing::Span {
     tracing::info_span!(
         "request",
         method = %request.method(),
-        uri = %request.uri(),
+        uri = %logged_uri(request.uri()),
         request_id = id,
     )
+}
+
+/// Query parameters whose values never reach the log: a bearer token sent
+/// in the URL (RFC 6750 §2.3's `access_token`, or a guess at `token`),
+/// which the server refuses but would otherwise have logged.
+const SECRET_PARAMS: [&str; 2] = ["access_token", "token"];
+
+/// The request's URI as logged, with the values of [`SECRET_PARAMS`]
+/// replaced by `REDACTED`.
+fn logged_uri(uri: &axum::http::Uri) -> std::borrow::Cow<'_, str> {
+    let Some(query) = uri.query() else {
+        return std::borrow::Cow::Borrowed(uri.path());
+    };
+    let secret = |pair: &str| {
+        let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+        SECRET_PARAMS
+            .iter()
+            .any(|secret| name.eq_ignore_ascii_case(secret))
+    };
+    if !query.split('&').any(secret) {
+        return std::borrow::Cow::Owned(format!("{}?{query}", uri.path()));
+    }
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if secret(pair) => format!("{name}=REDACTED"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    std::borrow::Cow::Owned(format!("{}?{}", uri.path(), redacted.join("&")))
 }
 
 /// Logs a server error once, with its chain, the route it happened on and

@@ -309,6 +309,17 @@ async fn tokens_never_appear_in_the_servers_log() {
             .await
             .expect("GET /stats");
     }
+    // A token in the URL (RFC 6750's access_token, which the server
+    // refuses) is logged without its value.
+    for name in ["access_token", "Token"] {
+        let refused = api
+            .http
+            .get(api.url(&format!("/stats?{name}={ADMIN}&x=1")))
+            .send()
+            .await
+            .expect("GET /stats");
+        assert_eq!(refused.status(), 401);
+    }
     // A server error is logged with its request: make sure that path is
     // taken too (a request the router does not know, with a token).
     api.http
@@ -326,6 +337,10 @@ async fn tokens_never_appear_in_the_servers_log() {
     for token in [PUBLISHER, READER, ADMIN, STRANGER] {
         assert!(!text.contains(token), "the log holds a token");
     }
+    assert!(
+        text.contains("/stats?access_token=REDACTED&x=1"),
+        "the request with a token in its URL is logged, redacted: {text}"
+    );
     for line in text.lines() {
         assert!(
             !line.to_ascii_lowercase().contains("authorization"),
