@@ -179,6 +179,12 @@ pub fn denied(status: StatusCode, headers: &HeaderMap, sent_token: bool) -> Opti
 /// error body (an HTML page, a proxy's text) came from something else.
 /// `None` for a problem document.
 pub fn foreign_answer(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    unexpected_body(headers, "application/problem+json")
+}
+
+/// What an answer holds when its `Content-Type` is not `expected` (such as
+/// "an HTML page"), or `None` when it is.
+pub fn unexpected_body(headers: &reqwest::header::HeaderMap, expected: &str) -> Option<String> {
     let content_type = headers
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -186,7 +192,7 @@ pub fn foreign_answer(headers: &reqwest::header::HeaderMap) -> Option<String> {
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
     match content_type.as_str() {
-        "application/problem+json" => None,
+        found if found == expected => None,
         "" => Some("a body without a Content-Type".to_owned()),
         "text/html" => Some("an HTML page".to_owned()),
         other => Some(format!("a body of type {other}")),

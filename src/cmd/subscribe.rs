@@ -178,23 +178,6 @@ async fn newest_seq(http: &reqwest::Client, url: &BaseUrl) -> anyhow::Result<u64
         })
 }
 
-/// What a successful answer holds instead of an event stream, or `None`
-/// when it is one (`text/event-stream`).
-fn event_stream_expected(headers: &reqwest::header::HeaderMap) -> Option<String> {
-    let content_type = headers
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
-        .unwrap_or_default();
-    match content_type.as_str() {
-        "text/event-stream" => None,
-        "" => Some("a body without a Content-Type".to_owned()),
-        "text/html" => Some("an HTML page".to_owned()),
-        other => Some(format!("a body of type {other}")),
-    }
-}
-
 enum Session {
     /// `--count` events printed.
     Done,
@@ -244,7 +227,7 @@ impl Subscriber<'_> {
         // Something that is not logagg (a web page, another service):
         // retrying cannot help, and its page is not worth printing.
         let foreign = if status.is_success() {
-            event_stream_expected(response.headers())
+            client::unexpected_body(response.headers(), "text/event-stream")
         } else {
             client::foreign_answer(response.headers())
         };

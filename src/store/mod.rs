@@ -369,6 +369,85 @@ pub struct EventPage {
     pub next: Option<u64>,
 }
 
+/// The four statements a backend reads a page with, in its own SQL: over
+/// every topic's rows by `seq`, or over one topic's `(topic, seq)` range;
+/// each oldest first and newest first.
+pub(crate) struct PageStatements {
+    pub all: [&'static str; 2],
+    pub topic: [&'static str; 2],
+}
+
+impl EventQuery {
+    /// The statement a page runs, and the topics to run it for: once over
+    /// every topic (`None`) when `index_topics` is `None`, else once per
+    /// topic; ascending or descending as the query asks.
+    pub(crate) fn page_plan(
+        &self,
+        index_topics: Option<Vec<String>>,
+        statements: &PageStatements,
+    ) -> (&'static str, Vec<Option<String>>) {
+        let order = usize::from(self.newest_first);
+        match index_topics {
+            None => (statements.all[order], vec![None]),
+            Some(topics) => (
+                statements.topic[order],
+                topics.into_iter().map(Some).collect(),
+            ),
+        }
+    }
+}
+
+/// A page being filled from events offered in the query's order: the
+/// filters checked row by row, the limit and the [`SCAN_BUDGET`], shared by
+/// both backends.
+pub(crate) struct PageFill<'q> {
+    query: &'q EventQuery,
+    page: EventPage,
+    examined: usize,
+}
+
+impl<'q> PageFill<'q> {
+    pub(crate) fn new(query: &'q EventQuery) -> Self {
+        Self {
+            query,
+            page: EventPage::default(),
+            examined: 0,
+        }
+    }
+
+    /// Rows that may still be examined, and events still wanted: at least
+    /// one of each while the page is not done. (The embedded store reads
+    /// row by row and does not ask.)
+    #[cfg(feature = "postgres")]
+    pub(crate) fn room(&self) -> (usize, usize) {
+        (
+            SCAN_BUDGET - self.examined,
+            self.query.limit - self.page.events.len(),
+        )
+    }
+
+    /// Examines the next event; `true` once the page is done (full, or at
+    /// the budget), its cursor at that event.
+    pub(crate) fn offer(&mut self, event: StoredEvent) -> bool {
+        let seq = event.seq;
+        self.examined += 1;
+        if self.query.admits(&event) {
+            self.page.events.push(event);
+        }
+        let done = self.page.events.len() >= self.query.limit || self.examined >= SCAN_BUDGET;
+        if done {
+            self.page.next = Some(seq);
+        }
+        done
+    }
+
+    /// The page: with a cursor when [`offer`](Self::offer) said it was
+    /// done, else without (the range holds nothing more now).
+    pub(crate) fn finish(self) -> EventPage {
+        self.page
+    }
+}
+
 /// Merges per-topic streams (each in the query's order) into one page:
 /// the shared scan both backends run over the rows their indexes give.
 /// `streams` yield `Result<StoredEvent, E>`.
@@ -380,8 +459,7 @@ pub(crate) fn merge_page<E>(
     for stream in &mut streams {
         heads.push(stream.next().transpose()?);
     }
-    let mut page = EventPage::default();
-    let mut examined = 0;
+    let mut fill = PageFill::new(query);
     loop {
         let pick = heads
             .iter()
@@ -395,18 +473,13 @@ pub(crate) fn merge_page<E>(
                 };
                 if b_first { b } else { a }
             });
-        let Some((index, seq)) = pick else {
-            return Ok(page);
+        let Some((index, _)) = pick else {
+            return Ok(fill.finish());
         };
         let event = heads[index].take().expect("picked a present head");
         heads[index] = streams[index].next().transpose()?;
-        examined += 1;
-        if query.admits(&event) {
-            page.events.push(event);
-        }
-        if page.events.len() >= query.limit || examined >= SCAN_BUDGET {
-            page.next = Some(seq);
-            return Ok(page);
+        if fill.offer(event) {
+            return Ok(fill.finish());
         }
     }
 }

@@ -94,8 +94,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{AsyncMessage, IsolationLevel, NoTls, Row};
 
 use super::{
-    Commit, CommitTime, Counters, EventPage, EventQuery, Outcome, SCAN_BUDGET, Store, StoreError,
-    StoreStats, StoredEvent, TopicSummary,
+    Commit, CommitTime, Counters, EventPage, EventQuery, Outcome, PageFill, PageStatements, Store,
+    StoreError, StoreStats, StoredEvent, TopicSummary,
 };
 use crate::event::Event;
 use crate::retention::{ExpireReport, RetentionPolicy};
@@ -259,6 +259,10 @@ const PAGE_ALL_DESC: &str = "SELECT seq, topic, event_id, timestamp, source, pay
 /// to find none (15 ms), where this reads none.
 const PAGE_TOPIC_ASC: &str = "SELECT seq, topic, event_id, timestamp, source, payload, received_at FROM events WHERE (topic, seq) > ($4, $1) AND (topic, seq) < ($4, $2) ORDER BY topic, seq LIMIT $3";
 const PAGE_TOPIC_DESC: &str = "SELECT seq, topic, event_id, timestamp, source, payload, received_at FROM events WHERE (topic, seq) > ($4, $1) AND (topic, seq) < ($4, $2) ORDER BY topic DESC, seq DESC LIMIT $3";
+const PAGES: PageStatements = PageStatements {
+    all: [PAGE_ALL_ASC, PAGE_ALL_DESC],
+    topic: [PAGE_TOPIC_ASC, PAGE_TOPIC_DESC],
+};
 /// A probe of the binary search for a commit time.
 const SEQ_AT_OR_AFTER: &str =
     "SELECT seq, received_at FROM events WHERE seq >= $1 ORDER BY seq LIMIT 1";
@@ -632,7 +636,7 @@ impl Store for PostgresStore {
     /// binary search) or, for a topic or a pattern's few topics, one per
     /// topic over `(topic, seq)`, merged here by `seq`; read in chunks,
     /// each row checked by [`EventQuery::admits`] for the filters SQL does
-    /// not hold, at most [`SCAN_BUDGET`] rows per page. A statement per
+    /// not hold, at most [`SCAN_BUDGET`](super::SCAN_BUDGET) rows per page. A statement per
     /// topic rather than `topic = ANY(...)`: PostgreSQL reads an `ANY`
     /// over several topics as a bitmap of every matching row in the range,
     /// then sorts them, so its cost would grow with the store.
@@ -666,18 +670,7 @@ impl Store for PostgresStore {
             }
             _ => query.index_topics(std::iter::empty()),
         };
-        let (sql, topics) = match (topics, query.newest_first) {
-            (None, false) => (PAGE_ALL_ASC, vec![None]),
-            (None, true) => (PAGE_ALL_DESC, vec![None]),
-            (Some(topics), newest_first) => (
-                if newest_first {
-                    PAGE_TOPIC_DESC
-                } else {
-                    PAGE_TOPIC_ASC
-                },
-                topics.into_iter().map(Some).collect(),
-            ),
-        };
+        let (sql, topics) = query.page_plan(topics, &PAGES);
         let statement = client.prepare_cached(sql).await.map_err(store_error)?;
         let (mut low, mut high) = (to_sql(query.after), query.before.map_or(i64::MAX, to_sql));
         high = high.min(newest.saturating_add(1));
@@ -692,12 +685,10 @@ impl Store for PostgresStore {
         }
         // Whether `a` comes before `b` in the page's order.
         let before = |a: i64, b: i64| if query.newest_first { a > b } else { a < b };
-        let mut page = EventPage::default();
-        let mut examined = 0;
+        let mut fill = PageFill::new(&query);
         loop {
-            let chunk = (query.limit - page.events.len())
-                .max(CHUNK_MIN)
-                .min(SCAN_BUDGET - examined);
+            let (budget, wanted) = fill.room();
+            let chunk = wanted.max(CHUNK_MIN).min(budget);
             let chunk_sql = i64::try_from(chunk).unwrap_or(i64::MAX);
             // Each topic's next rows; `complete` is the position up to which
             // every topic's rows are all here: the last row of each topic
@@ -736,20 +727,14 @@ impl Store for PostgresStore {
                 }
             });
             for event in events {
-                let seq = event.seq;
-                examined += 1;
-                if query.admits(&event) {
-                    page.events.push(event);
-                }
-                if page.events.len() >= query.limit || examined >= SCAN_BUDGET {
-                    page.next = Some(seq);
-                    return Ok(page);
+                if fill.offer(event) {
+                    return Ok(fill.finish());
                 }
             }
             // Nothing more in the range, or go on from where every topic's
             // rows were complete.
             let Some(complete) = complete else {
-                return Ok(page);
+                return Ok(fill.finish());
             };
             if query.newest_first {
                 high = complete;

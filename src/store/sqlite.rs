@@ -1338,6 +1338,10 @@ const PAGE_ALL_ASC: &str = "SELECT seq, topic, event_id, timestamp, source, payl
 const PAGE_ALL_DESC: &str = "SELECT seq, topic, event_id, timestamp, source, payload, received_at FROM events WHERE seq > ?1 AND seq < ?2 ORDER BY seq DESC";
 const PAGE_TOPIC_ASC: &str = "SELECT seq, topic, event_id, timestamp, source, payload, received_at FROM events WHERE topic = ?3 AND seq > ?1 AND seq < ?2 ORDER BY seq";
 const PAGE_TOPIC_DESC: &str = "SELECT seq, topic, event_id, timestamp, source, payload, received_at FROM events WHERE topic = ?3 AND seq > ?1 AND seq < ?2 ORDER BY seq DESC";
+const PAGES: super::PageStatements = super::PageStatements {
+    all: [PAGE_ALL_ASC, PAGE_ALL_DESC],
+    topic: [PAGE_TOPIC_ASC, PAGE_TOPIC_DESC],
+};
 /// A text query: the index yields matching `seq`s in order within the
 /// range, each event then read by its `seq`.
 const PAGE_TEXT_ASC: &str = "SELECT e.seq, e.topic, e.event_id, e.timestamp, e.source, e.payload, e.received_at FROM event_text JOIN events e ON e.seq = event_text.rowid WHERE event_text MATCH ?3 AND event_text.rowid > ?1 AND event_text.rowid < ?2 ORDER BY event_text.rowid";
@@ -1373,18 +1377,7 @@ fn read_page(conn: &Connection, query: &EventQuery) -> rusqlite::Result<EventPag
         }
         _ => query.index_topics(std::iter::empty()),
     };
-    let (sql, topics) = match (topics, query.newest_first) {
-        (None, false) => (PAGE_ALL_ASC, vec![None]),
-        (None, true) => (PAGE_ALL_DESC, vec![None]),
-        (Some(topics), newest_first) => (
-            if newest_first {
-                PAGE_TOPIC_DESC
-            } else {
-                PAGE_TOPIC_ASC
-            },
-            topics.into_iter().map(Some).collect(),
-        ),
-    };
+    let (sql, topics) = query.page_plan(topics, &PAGES);
     let mut statements = Vec::with_capacity(topics.len());
     for _ in &topics {
         statements.push(conn.prepare_cached(sql)?);

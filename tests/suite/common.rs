@@ -519,3 +519,34 @@ pub async fn expire_all(
         }
     }
 }
+
+/// After expiry by size over `last` events in three interleaved topics:
+/// exactly the newest are left, `seq`s without a hole up to `last`; the
+/// store's `expired_through` is just below them, and each topic's is below
+/// its oldest stored event by less than one round of the three topics.
+pub async fn assert_only_the_newest_are_left(
+    store: &dyn logagg::store::Store,
+    stats: &logagg::store::StoreStats,
+    last: u64,
+) {
+    let page = store
+        .events(logagg::store::EventQuery {
+            limit: 10_000,
+            ..logagg::store::EventQuery::default()
+        })
+        .await
+        .expect("events")
+        .events;
+    let first = last + 1 - stats.stored;
+    let seqs: Vec<u64> = page.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (first..=last).collect::<Vec<_>>());
+    assert_eq!(store.expired_through(None).await.expect("read"), first - 1);
+    for topic in &stats.topics {
+        let oldest = page
+            .iter()
+            .find(|e| e.topic == topic.topic)
+            .expect("each topic keeps events");
+        assert!(topic.expired_through < oldest.seq, "{topic:?}");
+        assert!(topic.expired_through + 3 >= oldest.seq, "{topic:?}");
+    }
+}
